@@ -1,0 +1,11 @@
+"""tinyar: a deep-learning engine written out by hand, on Numba kernels.
+
+    import tinyar
+    from tinyar import nn, optim
+"""
+__version__ = "0.1.0"
+
+from .errors import (CheckpointError, DeviceError, DTypeError, NumericalError, ShapeError,
+                     TargetError, TinyarError)
+from .random import manual_seed
+from . import backend, nn

@@ -1,0 +1,40 @@
+"""Where arrays live and how kernels run.
+
+A layer never imports a kernel file: it asks for the backend of its input,
+``B = backend_of(x)``, and calls named ops on it. The CPU backend works on
+``numpy.ndarray``; the CUDA backend (``backend/cuda``) on numba device arrays,
+with the same op names and signatures (listed in ``backend/ops``).
+"""
+import numpy as np
+
+from ..errors import DeviceError
+
+_BACKENDS = {}
+
+
+def get_backend(device="cpu"):
+    """The backend module for a device name: ``"cpu"`` or ``"cuda"``."""
+    device = str(device).split(":")[0]
+    if device not in _BACKENDS:
+        if device == "cpu":
+            from . import cpu as module
+        elif device == "cuda":
+            try:
+                from . import cuda as module
+            except ImportError as exc:
+                raise DeviceError(
+                    "device 'cuda' is not available in this tinyar install: the CUDA "
+                    "backend arrives with the CUDA issue; use device='cpu'") from exc
+        else:
+            raise DeviceError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+        _BACKENDS[device] = module
+    return _BACKENDS[device]
+
+
+def backend_of(x):
+    """The backend that owns array ``x``."""
+    if isinstance(x, np.ndarray):
+        return get_backend("cpu")
+    if hasattr(x, "__cuda_array_interface__"):
+        return get_backend("cuda")
+    raise TypeError(f"expected a NumPy or CUDA device array, got {type(x).__name__}")

@@ -1,0 +1,30 @@
+"""Small helpers shared by the CPU kernel files."""
+import numpy as np
+
+# LLVM may reassociate, contract into FMAs and use reciprocals, but must keep
+# NaN and infinity semantics: a NaN loss has to stay visible.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+def contiguous(x):
+    """x itself when C-contiguous, else a C-contiguous copy (kernels index flat)."""
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def out_like(out, x, dtype=None):
+    """The output array of an op: ``out`` when given, else a new one like ``x``."""
+    if out is None:
+        return np.empty(x.shape, dtype=dtype or x.dtype)
+    if out.shape != x.shape:
+        raise ValueError(f"out has shape {out.shape}, expected {x.shape}")
+    return out
+
+
+def flat(x):
+    """A 1-D view of a contiguous array."""
+    return x.reshape(-1)
+
+
+def as_float(value, like):
+    """A Python scalar as the dtype of ``like`` (keeps float32 kernels float32)."""
+    return like.dtype.type(value)

@@ -1,0 +1,2 @@
+"""CPU kernels of topic 'embedding'."""
+__all__ = []

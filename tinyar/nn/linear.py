@@ -1,0 +1,55 @@
+"""``Linear``: an affine map, y = x W^T + b."""
+import numpy as np
+
+from ..backend import backend_of
+from . import init
+from .checks import check_float_input, check_shape, check_size
+from .module import Module
+from .parameter import Parameter
+
+
+class Linear(Module):
+    """y = x W^T + b.
+
+    Shapes:
+        x: (..., in_features)    y: (..., out_features)
+        weight: (out_features, in_features)    bias: (out_features,)   (PyTorch's layout)
+
+    Backward, with g = dL/dy flattened to (M, out) and x to (M, in):
+        dL/dx = g W          (M, in)
+        dL/dW += g^T x       (out, in)   one BLAS gemm with beta = 1
+        dL/db += sum_rows g  (out,)
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        shape = (self.out_features, self.in_features)
+        self.weight = Parameter(init.fan_in_uniform(shape, self.in_features, dtype))
+        self.bias = Parameter(init.fan_in_uniform(self.out_features, self.in_features, dtype)) \
+            if bias else None
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, " \
+               f"bias={self.bias is not None}"
+
+    def forward(self, x):
+        check_float_input(self, x, self.weight.dtype)
+        check_shape(self, x, f"(..., {self.in_features})", min_ndim=1)
+        check_size(self, x, -1, self.in_features, f"(..., {self.in_features})")
+        B = backend_of(x)
+        self._x = x.reshape(-1, self.in_features)
+        y = B.matmul(self._x, self.weight.data, trans_b=True)
+        if self.bias is not None:
+            B.add_bias(y, self.bias.data)
+        self._lead_shape = x.shape[:-1]
+        return y.reshape(*self._lead_shape, self.out_features)
+
+    def backward(self, grad_out):
+        B = backend_of(grad_out)
+        g = grad_out.reshape(-1, self.out_features)
+        B.matmul(g, self._x, out=self.weight.grad, trans_a=True, accumulate=True)
+        if self.bias is not None:
+            B.sum_rows(g, out=self.bias.grad, accumulate=True)
+        dx = B.matmul(g, self.weight.data)
+        return dx.reshape(*self._lead_shape, self.in_features)
