@@ -11,7 +11,7 @@ import numpy as np
 from .. import threads  # noqa: F401  (sets the threading policy before any kernel runs)
 
 name = "cpu"
-TOPICS = ("linalg", "elementwise", "softmax", "loss", "norm", "embedding", "optim")
+TOPICS = ("linalg", "elementwise", "softmax", "loss", "norm", "embedding", "optim", "rnn")
 
 for _topic in TOPICS:
     _module = import_module(f".{_topic}", __name__)
