@@ -76,6 +76,7 @@ def compare_with_torch(ours, theirs, *inputs, dtype=np.float64, seed=0, grad_inp
         upstream = [rng.standard_normal(np.shape(a)).astype(dtype) if np.ndim(a) else 1.0
                     for a in ys]
     ours.zero_grad()
+    theirs.zero_grad(set_to_none=True)
     grads_in = ours.backward(*upstream)
     total = sum((b * torch.as_tensor(np.asarray(r), dtype=b.dtype)).sum()
                 for b, r in zip(tys, upstream))

@@ -8,4 +8,5 @@ __version__ = "0.1.0"
 from .errors import (CheckpointError, DeviceError, DTypeError, NumericalError, ShapeError,
                      TargetError, TinyarError)
 from .random import manual_seed
+from .checkpoint import load, save
 from . import backend, nn

@@ -1,0 +1,90 @@
+"""A progress bar for long work: percent, rate, ETA and the latest metrics.
+
+On a terminal the bar redraws in place; in a log (CI, a file) it prints a
+line at every 10 % so the log stays short. No dependency: tqdm would do, but
+this is twenty lines and shows learners there is no magic.
+"""
+import sys
+import time
+
+
+def _fmt_time(seconds):
+    seconds = int(max(seconds, 0))
+    m, s = divmod(seconds, 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class ProgressBar:
+    """``bar = ProgressBar(total, "train"); bar.update(1, loss=0.3); bar.close()``.
+
+    ``unit`` names what is counted (steps, tokens); ``rate_scale`` converts one
+    update unit into another for the rate display (e.g. tokens per step).
+    """
+
+    def __init__(self, total, desc="", unit="it", file=None, width=24, rate_unit=None,
+                 rate_scale=1.0, disable=False):
+        self.total, self.desc, self.unit = int(total), desc, unit
+        self.file = file or sys.stderr
+        self.width = width
+        self.rate_unit, self.rate_scale = rate_unit or unit, rate_scale
+        self.count, self.metrics = 0, {}
+        self.start = time.perf_counter()
+        self.tty = hasattr(self.file, "isatty") and self.file.isatty()
+        self.disable = disable
+        self._last_draw, self._last_decile = 0.0, -1
+
+    def update(self, n=1, **metrics):
+        self.count += n
+        self.metrics.update(metrics)
+        now = time.perf_counter()
+        if self.tty:
+            if now - self._last_draw > 0.1 or self.count >= self.total:
+                self._draw(now)
+        else:
+            decile = self.count * 10 // max(self.total, 1)
+            if decile != self._last_decile:
+                self._last_decile = decile
+                self._draw(now)
+
+    def line(self, now=None):
+        now = now or time.perf_counter()
+        elapsed = now - self.start
+        frac = min(self.count / self.total, 1.0) if self.total else 1.0
+        filled = int(frac * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        rate = self.count * self.rate_scale / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.count) * elapsed / self.count if self.count else 0.0
+        metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in self.metrics.items())
+        return (f"{self.desc} {frac * 100:3.0f}% |{bar}| {self.count}/{self.total} "
+                f"[{_fmt_time(elapsed)}<{_fmt_time(eta)}, {rate:,.1f} {self.rate_unit}/s] {metrics}")
+
+    def _draw(self, now):
+        if self.disable:
+            return
+        self._last_draw = now
+        end = "\r" if self.tty else "\n"
+        self.file.write(self.line(now).ljust(100 if self.tty else 0) + end)
+        self.file.flush()
+
+    def write(self, message):
+        """Print a message above the bar (validation results, samples)."""
+        if self.disable:
+            return
+        if self.tty:
+            self.file.write("\r" + " " * 110 + "\r")
+        self.file.write(message + "\n")
+        self.file.flush()
+
+    def close(self):
+        if self.tty and not self.disable:
+            self._draw(time.perf_counter())
+            self.file.write("\n")
+            self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
