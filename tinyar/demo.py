@@ -15,7 +15,7 @@ from .inspect.plots import plot_curves, plot_decision_boundary
 from .nn.loss import CrossEntropyLoss
 from .optim import Adam
 from .random import manual_seed
-from .train.progress import ProgressBar
+from .progress import ProgressBar
 
 
 def build_mlp(hidden=64, num_classes=3):

@@ -1,4 +1,4 @@
 """Training loops and their helpers."""
-from .progress import ProgressBar
+from ..progress import ProgressBar
 
 __all__ = ["ProgressBar"]

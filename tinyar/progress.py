@@ -24,7 +24,8 @@ class ProgressBar:
 
     def __init__(self, total, desc="", unit="it", file=None, width=24, rate_unit=None,
                  rate_scale=1.0, disable=False):
-        self.total, self.desc, self.unit = int(total), desc, unit
+        # total=None: a count with a rate but no percentage or ETA
+        self.total, self.desc, self.unit = (int(total) if total else None), desc, unit
         self.file = file or sys.stderr
         self.width = width
         self.rate_unit, self.rate_scale = rate_unit or unit, rate_scale
@@ -39,10 +40,10 @@ class ProgressBar:
         self.metrics.update(metrics)
         now = time.perf_counter()
         if self.tty:
-            if now - self._last_draw > 0.1 or self.count >= self.total:
+            if now - self._last_draw > 0.1 or (self.total and self.count >= self.total):
                 self._draw(now)
-        else:
-            decile = self.count * 10 // max(self.total, 1)
+        elif self.total:
+            decile = self.count * 10 // self.total
             if decile != self._last_decile:
                 self._last_decile = decile
                 self._draw(now)
@@ -50,15 +51,19 @@ class ProgressBar:
     def line(self, now=None):
         now = now or time.perf_counter()
         elapsed = now - self.start
+        rate = self.count * self.rate_scale / elapsed if elapsed > 0 else 0.0
+        metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in self.metrics.items())
+        if not self.total:
+            return (f"{self.desc} {self.count:,} {self.unit} [{_fmt_time(elapsed)}, "
+                    f"{rate:,.1f} {self.rate_unit}/s] {metrics}").rstrip()
         frac = min(self.count / self.total, 1.0) if self.total else 1.0
         filled = int(frac * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
-        rate = self.count * self.rate_scale / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.count) * elapsed / self.count if self.count else 0.0
-        metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in self.metrics.items())
         return (f"{self.desc} {frac * 100:3.0f}% |{bar}| {self.count}/{self.total} "
-                f"[{_fmt_time(elapsed)}<{_fmt_time(eta)}, {rate:,.1f} {self.rate_unit}/s] {metrics}")
+                f"[{_fmt_time(elapsed)}<{_fmt_time(eta)}, {rate:,.1f} {self.rate_unit}/s] "
+                f"{metrics}").rstrip()
 
     def _draw(self, now):
         if self.disable:
@@ -78,7 +83,11 @@ class ProgressBar:
         self.file.flush()
 
     def close(self):
-        if self.tty and not self.disable:
+        if self.disable:
+            return
+        if not self.total and not self.tty:
+            self._draw(time.perf_counter())
+        elif self.tty:
             self._draw(time.perf_counter())
             self.file.write("\n")
             self.file.flush()
