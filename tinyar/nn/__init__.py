@@ -5,3 +5,6 @@ from .container import Sequential
 from .linear import Linear
 from .activation import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from .flatten import Flatten
+from .normalization import BatchNorm1d, LayerNorm
+from .embedding import Embedding
+from .dropout import Dropout
