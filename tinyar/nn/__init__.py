@@ -8,3 +8,6 @@ from .flatten import Flatten
 from .normalization import BatchNorm1d, LayerNorm
 from .embedding import Embedding
 from .dropout import Dropout
+from .softmax import LogSoftmax, Softmax
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from .multilevel import MultiLevelSoftmax

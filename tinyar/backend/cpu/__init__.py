@@ -9,9 +9,13 @@ from importlib import import_module
 import numpy as np
 
 from .. import threads  # noqa: F401  (sets the threading policy before any kernel runs)
+from .cache import configure as _configure_cache
+
+_configure_cache()  # before the kernel files below are imported
 
 name = "cpu"
-TOPICS = ("linalg", "elementwise", "softmax", "loss", "norm", "embedding", "optim", "rnn")
+TOPICS = ("linalg", "elementwise", "softmax", "loss", "norm", "embedding", "optim", "rnn", "conv",
+          "pool")
 
 for _topic in TOPICS:
     _module = import_module(f".{_topic}", __name__)

@@ -6,7 +6,6 @@ input contiguous and allocates the output. Serial on purpose (see
 """
 import math
 
-import numpy as np
 from numba import njit
 
 from ._util import FASTMATH, as_float, contiguous, flat, out_like
@@ -52,8 +51,9 @@ def _tanh(x, out):
 
 @njit(cache=True, fastmath=FASTMATH)
 def _tanh_grad(grad, y, out):
+    one = y.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
     for i in range(y.size):
-        out[i] = grad[i] * (1 - y[i] * y[i])
+        out[i] = grad[i] * (one - y[i] * y[i])
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -64,8 +64,9 @@ def _sigmoid(x, out):
 
 @njit(cache=True, fastmath=FASTMATH)
 def _sigmoid_grad(grad, y, out):
+    one = y.dtype.type(1)
     for i in range(y.size):
-        out[i] = grad[i] * y[i] * (1 - y[i])
+        out[i] = grad[i] * y[i] * (one - y[i])
 
 
 @njit(cache=True)

@@ -8,15 +8,33 @@ approximation instead (the one Eigen uses: tanh(x) ~ x P(x^2) / Q(x^2) on
 relative error ~2e-7 near 0. float64, which the gradient checks use, keeps
 the exact libm functions.
 
-``fast_tanh`` and ``fast_sigmoid`` pick their implementation by the type of
+Two more helpers serve the softmax and loss row loops:
+
+``maxnum(a, b)``
+    LLVM's ``maxnum``: max that ignores a NaN operand. A plain
+    ``if x > m: m = x`` loop does not vectorise unless NaNs are ruled out
+    (1120 x 10,000 float32: 12 ms; with ``maxnum``: 1.6 ms, as fast as
+    NumPy). A NaN in a row is not lost: ``exp(NaN - m)`` is NaN, so the sum,
+    the softmax and the loss still come out NaN.
+``fast_exp(x)``
+    The pip builds of llvmlite have no SVML, so ``math.exp`` on float32 is a
+    scalar libm call (~3 ns). For float32 we use the Cephes ``expf``
+    polynomial instead, exp(x) = 2^n p(x - n ln2), which LLVM vectorises;
+    its error is ~1 ulp over the normal range, 0 below exp(-87.5) (where
+    libm gives subnormals), inf above 88.72, NaN for NaN. float64, which the
+    gradient checks use, keeps libm's exact ``math.exp``.
+
+``fast_tanh``, ``fast_sigmoid`` and ``fast_exp`` pick their implementation by the type of
 their argument when a kernel is compiled, so one kernel source serves both
 dtypes.
 """
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 _TANH_CLAMP = 7.90531110763549805
 
@@ -72,4 +90,72 @@ def _overload_sigmoid(x):
             return 1.0 / (1.0 + math.exp(-x))
         e = math.exp(x)
         return e / (1.0 + e)
+    return exact
+
+
+@intrinsic
+def maxnum(typingctx, a, b):
+    """max(a, b) as LLVM's ``llvm.maxnum`` (NaN operands are ignored)."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        name = "llvm.maxnum.f32" if isinstance(t, ir.FloatType) else "llvm.maxnum.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t]), name)
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bit pattern is the low 32 bits of an integer."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = args[0]
+        if bits.bitwidth > 32:
+            value = builder.trunc(value, ir.IntType(32))
+        elif bits.bitwidth < 32:
+            value = builder.sext(value, ir.IntType(32))
+        return builder.bitcast(value, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+def fast_exp(x):
+    return math.exp(x)
+
+
+def _exp32(x):
+    f = np.float32
+    # n = round(x / ln 2) from a clamped copy (a NaN or huge x must not reach
+    # the float -> int conversion); r = x - n ln2 in two steps (Cody-Waite),
+    # |r| <= ln2 / 2, where a degree-6 polynomial is accurate to ~1 ulp.
+    xc = x if x > f(-88.0) else f(-88.0)
+    xc = xc if xc < f(88.3) else f(88.3)
+    n = np.floor(xc * f(1.44269504088896341) + f(0.5))
+    r = x - n * f(0.693359375)
+    r = r - n * f(-2.12194440e-4)
+    p = f(1.9875691500e-4)
+    p = p * r + f(1.3981999507e-3)
+    p = p * r + f(8.3334519073e-3)
+    p = p * r + f(4.1665795894e-2)
+    p = p * r + f(1.6666665459e-1)
+    p = p * r + f(5.0000001201e-1)
+    p = p * r * r + r + f(1.0)
+    two_to_n = _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+    return f(0.0) if x < f(-87.5) else p * two_to_n
+
+
+# no "reassoc" here: it would let LLVM merge the two steps of r = x - n ln2
+@overload(fast_exp, jit_options={"fastmath": {"contract"}})
+def _overload_exp(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return _exp32
+
+    def exact(x):
+        return math.exp(x)
     return exact
