@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tinyar.data.hierarchy import ClassHierarchy
+from tinyar.errors import DTypeError, ShapeError, TargetError
+from tinyar.nn import MultiLevelSoftmax
+from tests.helpers import assert_gradcheck
+
+
+def head(num_labels=12, num_classes=4, hidden=5, seed=0, dtype=np.float64):
+    counts = np.random.default_rng(seed).integers(1, 100, num_labels)
+    m = MultiLevelSoftmax(hidden, ClassHierarchy.from_counts(counts, num_classes))
+    return m.to(dtype)
+
+
+@settings(max_examples=10, deadline=None)
+@given(labels=st.integers(2, 9), classes=st.integers(1, 4), rows=st.integers(1, 6),
+       hidden=st.integers(1, 4), seed=st.integers(0, 100))
+def test_gradcheck(labels, classes, rows, hidden, seed):
+    classes = min(classes, labels)
+    m = head(labels, classes, hidden, seed)
+    rng = np.random.default_rng(seed + 1)
+    assert_gradcheck(m, rng.standard_normal((rows, hidden)), rng.integers(0, labels, rows))
+
+
+def test_gradcheck_with_level_weights():
+    m = head()
+    m.level_weights = (0.3, 2.0)
+    rng = np.random.default_rng(0)
+    assert_gradcheck(m, rng.standard_normal((6, 5)), rng.integers(0, 12, 6))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_full_log_probabilities_sum_to_one(dtype):
+    m = head(40, 6, 8, dtype=dtype)
+    x = np.random.default_rng(0).standard_normal((10, 8)).astype(dtype) * 3
+    total = np.exp(m.log_prob(x).astype(np.float64)).sum(axis=1)
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_loss_is_the_cross_entropy_of_the_factored_distribution():
+    m = head()
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((9, 5)), rng.integers(0, 12, 9)
+    loss = m(x, t)
+    logp = m.log_prob(x)
+    assert loss == pytest.approx(-logp[np.arange(9), t].mean(), rel=1e-12)
+    coarse, fine = m.last_losses
+    assert loss == pytest.approx(coarse + fine, rel=1e-12)
+    class_logp = m.coarse_log_prob(x)
+    assert coarse == pytest.approx(-class_logp[np.arange(9), m.hierarchy.parent[t]].mean())
+
+
+def test_backward_touches_only_the_classes_of_the_targets():
+    """The O(H (C + |class|)) promise: fine rows of other classes get no gradient."""
+    m = head(30, 5)
+    target_class = 2
+    labels = m.hierarchy.labels_of(target_class)
+    x = np.random.default_rng(0).standard_normal((4, 5))
+    m.zero_grad()
+    m(x, labels[np.arange(4) % labels.size])
+    m.backward()
+    starts = m.hierarchy.starts
+    touched = np.flatnonzero(np.abs(m.fine.weight.grad).sum(axis=1))
+    assert touched.min() >= starts[target_class] and touched.max() < starts[target_class + 1]
+    assert np.abs(m.coarse.weight.grad).sum() > 0
+
+
+def test_joint_decoding_is_the_exact_argmax_and_greedy_follows_the_class():
+    m = head(30, 5, 6)
+    x = np.random.default_rng(2).standard_normal((50, 6)) * 2
+    logp = m.log_prob(x)
+    np.testing.assert_array_equal(m.predict(x), logp.argmax(axis=1))
+    greedy = m.predict(x, decode="greedy")
+    best_class = m.coarse_log_prob(x).argmax(axis=1)
+    np.testing.assert_array_equal(m.hierarchy.parent[greedy], best_class)
+    for i in range(50):
+        members = m.hierarchy.labels_of(best_class[i])
+        assert greedy[i] == members[logp[i, members].argmax()]
+    with pytest.raises(ValueError, match="joint' or 'greedy"):
+        m.predict(x, decode="beam")
+
+
+def test_sampling_follows_the_distribution():
+    m = head(8, 3, 4)
+    x = np.random.default_rng(3).standard_normal((1, 4))
+    p = np.exp(m.log_prob(x))[0]
+    draws = m.sample(np.repeat(x, 20000, axis=0), rng=np.random.default_rng(0))
+    freq = np.bincount(draws, minlength=8) / draws.size
+    np.testing.assert_allclose(freq, p, atol=0.015)
+    cold = m.sample(np.repeat(x, 50, axis=0), temperature=0)
+    assert (cold == m.predict(x, decode="greedy")[0]).all()
+
+
+def test_top_k_sampling_stays_inside_the_top_k():
+    m = head(20, 4, 4)
+    x = np.random.default_rng(4).standard_normal((1, 4))
+    draws = m.sample(np.repeat(x, 500, axis=0), top_k=1, rng=np.random.default_rng(0))
+    assert (draws == m.predict(x, decode="greedy")[0]).all()
+
+
+def test_state_dict_names():
+    assert list(head().state_dict()) == ["coarse.weight", "coarse.bias", "fine.weight", "fine.bias"]
+
+
+def test_bad_inputs_name_the_layer():
+    m = head()
+    x = np.zeros((3, 5))
+    with pytest.raises(TargetError, match=r"MultiLevelSoftmax.*12 is outside \[0, 12\)"):
+        m(x, np.array([0, 1, 12]))
+    with pytest.raises(ShapeError, match=r"expected targets \(3,\)"):
+        m(x, np.array([0, 1]))
+    with pytest.raises(ShapeError, match=r"expected input \(M, 5\), got \(3, 4\)"):
+        m(np.zeros((3, 4)), np.array([0, 1, 2]))
+    with pytest.raises(DTypeError, match="integer class indices"):
+        m(x, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(TypeError, match="ClassHierarchy"):
+        MultiLevelSoftmax(4, [0, 1])

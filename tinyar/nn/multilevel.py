@@ -1,0 +1,229 @@
+"""``MultiLevelSoftmax``: a class-factored softmax over a large label set.
+
+    P(y | h) = P(c(y) | h) * P(y | c(y), h)
+
+with c(y) the coarse class of label y in a ``ClassHierarchy``. The coarse
+level is a softmax over the C classes; the fine level a softmax over the
+labels *of one class only*. For a language model over V words with C ~ sqrt(V)
+classes of ~sqrt(V) words, a training token costs O(H (C + |c(y)|)) instead
+of O(H V) (Goodman 2001; Mikolov et al. 2011). The same component is the
+head of the multi-level image classifier, where the levels are coarse and
+fine categories.
+
+Parameters (H = in_features, C classes, V labels):
+    coarse.weight (C, H), coarse.bias (C,)
+    fine.weight   (V, H), fine.bias (V,)   rows stored grouped by class
+                  (row r is label hierarchy.order[r]), so the rows of class c
+                  are the contiguous block starts[c]:starts[c+1]
+
+Training loss for a batch of M rows h (M, H) with targets y (M,):
+
+    L = (w_c * sum_m -log P(c_m | h_m) + w_f * sum_m -log P(y_m | c_m, h_m)) / M
+
+with level weights w_c, w_f (1 and 1 by default: then L is exactly the
+cross-entropy of the full factored distribution). Forward groups the rows by
+their target's class, so each class present in the batch costs one BLAS
+product with its block of ``fine.weight``.
+
+Backward (z = logits of one softmax, p = softmax(z), e = one-hot of the target):
+    dL/dz = w (p - e) / M    for the coarse softmax and for each row's class softmax
+    dW += dz^T h,  db += sum_rows dz,  dh += dz W    (per level, per class block)
+"""
+import numpy as np
+
+from ..backend import backend_of
+from ..data.hierarchy import ClassHierarchy
+from ..errors import ShapeError
+from ..random import generator
+from .checks import (check_finite_loss, check_float_input, check_shape, check_size,
+                     check_targets, describe)
+from .linear import Linear
+from .module import Module
+
+
+class MultiLevelSoftmax(Module):
+    """Two-level (class, then label) softmax head; see the module docstring.
+
+    ``forward(h, targets)`` returns the mean loss (a float) and remembers what
+    ``backward(grad=1.0)`` needs; ``backward`` returns dL/dh.
+    ``log_prob(h)`` gives the exact (M, V) log-probabilities;
+    ``predict(h, decode="joint"|"greedy")`` and ``sample(h, ...)`` decode.
+    """
+
+    def __init__(self, in_features, hierarchy: ClassHierarchy, level_weights=(1.0, 1.0),
+                 dtype=np.float32):
+        super().__init__()
+        if not isinstance(hierarchy, ClassHierarchy):
+            raise TypeError(f"MultiLevelSoftmax: expected a ClassHierarchy, got "
+                            f"{type(hierarchy).__name__}")
+        self.in_features = int(in_features)
+        self.hierarchy = hierarchy
+        self.level_weights = tuple(float(w) for w in level_weights)
+        C, V, H = hierarchy.num_classes, hierarchy.num_labels, self.in_features
+        self.coarse = Linear(H, C, dtype=dtype)
+        self.fine = Linear(H, V, dtype=dtype)  # rows grouped by class: see the module docstring
+        self._order = hierarchy.order
+        self._starts = hierarchy.starts
+        self._parent = hierarchy.parent
+        self._local = hierarchy.local_index(np.arange(V))
+        self.last_losses = (float("nan"), float("nan"))
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, classes={self.hierarchy.num_classes}, "
+                f"labels={self.hierarchy.num_labels}")
+
+    @property
+    def num_classes(self):
+        return self.hierarchy.num_classes
+
+    @property
+    def num_labels(self):
+        return self.hierarchy.num_labels
+
+    # --- checks -------------------------------------------------------------
+    def _check_h(self, h):
+        check_float_input(self, h, self.coarse.weight.dtype)
+        check_shape(self, h, f"(M, {self.in_features})", ndim=2)
+        check_size(self, h, 1, self.in_features, f"(M, {self.in_features})")
+
+    # --- training -----------------------------------------------------------
+    def forward(self, h, targets):
+        self._check_h(h)
+        targets = np.asarray(targets)
+        if targets.shape != (h.shape[0],):
+            raise ShapeError(f"{describe(self)}: expected targets ({h.shape[0]},) for input "
+                             f"{tuple(h.shape)}, got {tuple(targets.shape)}")
+        check_targets(self, targets, self.num_labels)
+        B = backend_of(h)
+        h = np.ascontiguousarray(h)
+        M = h.shape[0]
+        w_coarse, w_fine = self.level_weights
+        classes = self._parent[targets]
+
+        # coarse level: one product with all C class vectors
+        z = B.matmul(h, self.coarse.weight.data, trans_b=True)
+        B.add_bias(z, self.coarse.bias.data)
+        coarse_losses, coarse_max, coarse_logsum = B.cross_entropy_forward(z, classes)
+
+        # fine level: rows grouped by class, one product per class present
+        by_class = np.argsort(classes, kind="stable")
+        present, first = np.unique(classes[by_class], return_index=True)
+        bounds = np.append(first, M)
+        fine_losses = np.empty(M, h.dtype)
+        groups = []
+        for k, c in enumerate(present):
+            rows = by_class[bounds[k]:bounds[k + 1]]
+            block = slice(self._starts[c], self._starts[c + 1])
+            h_rows = h[rows]
+            zc = B.matmul(h_rows, self.fine.weight.data[block], trans_b=True)
+            B.add_bias(zc, self.fine.bias.data[block])
+            local = self._local[targets[rows]]
+            losses, row_max, log_sum = B.cross_entropy_forward(zc, local)
+            fine_losses[rows] = losses
+            groups.append((rows, block, h_rows, (zc, row_max, log_sum), local))
+
+        coarse_mean, fine_mean = float(coarse_losses.mean()), float(fine_losses.mean())
+        self.last_losses = (coarse_mean, fine_mean)
+        self._cache = (h, classes, (z, coarse_max, coarse_logsum), groups)
+        loss = w_coarse * coarse_mean + w_fine * fine_mean
+        check_finite_loss(self, loss)
+        return loss
+
+    def backward(self, grad=1.0):
+        h, classes, coarse_saved, groups = self._cache
+        B = backend_of(h)
+        M = h.shape[0]
+        w_coarse, w_fine = self.level_weights
+        scale = float(grad) / M
+
+        dz = B.cross_entropy_backward(*coarse_saved, classes, np.full(M, w_coarse * scale, h.dtype))
+        B.matmul(dz, h, out=self.coarse.weight.grad, trans_a=True, accumulate=True)
+        B.sum_rows(dz, out=self.coarse.bias.grad, accumulate=True)
+        dh = B.matmul(dz, self.coarse.weight.data)
+
+        for rows, block, h_rows, saved, local in groups:
+            dzc = B.cross_entropy_backward(*saved, local, np.full(rows.size, w_fine * scale, h.dtype))
+            B.matmul(dzc, h_rows, out=self.fine.weight.grad[block], trans_a=True, accumulate=True)
+            B.sum_rows(dzc, out=self.fine.bias.grad[block], accumulate=True)
+            dh[rows] += B.matmul(dzc, self.fine.weight.data[block])
+        return dh
+
+    # --- inference ----------------------------------------------------------
+    def coarse_log_prob(self, h):
+        """log P(c | h) for every class: (M, C)."""
+        self._check_h(h)
+        B = backend_of(h)
+        z = B.matmul(np.ascontiguousarray(h), self.coarse.weight.data, trans_b=True)
+        B.add_bias(z, self.coarse.bias.data)
+        return B.log_softmax_forward(z)
+
+    def fine_log_prob(self, h, c):
+        """log P(y | c, h) for the labels of class ``c``: (M, |c|), in ``labels_of(c)`` order."""
+        B = backend_of(h)
+        block = slice(self._starts[c], self._starts[c + 1])
+        z = B.matmul(np.ascontiguousarray(h), self.fine.weight.data[block], trans_b=True)
+        B.add_bias(z, self.fine.bias.data[block])
+        return B.log_softmax_forward(z)
+
+    def log_prob(self, h):
+        """Exact log P(y | h) for every label y, in label-id order: (M, V).
+
+        Costs O(H V) per row, like a flat softmax: for evaluation and
+        inspection, not for training.
+        """
+        coarse = self.coarse_log_prob(h)
+        out = np.empty((h.shape[0], self.num_labels), coarse.dtype)
+        for c in range(self.num_classes):
+            out[:, self.hierarchy.labels_of(c)] = self.fine_log_prob(h, c) + coarse[:, c:c + 1]
+        return out
+
+    def predict(self, h, decode="joint"):
+        """Most likely label per row.
+
+        ``joint``: the exact argmax over labels of P(c) P(y|c).
+        ``greedy``: the most likely class, then the most likely label in it
+        (cheaper, O(H (C + |c|)), and not always the joint argmax).
+        """
+        if decode == "joint":
+            return self.log_prob(h).argmax(axis=1)
+        if decode != "greedy":
+            raise ValueError(f"{describe(self)}: decode must be 'joint' or 'greedy', got {decode!r}")
+        classes = self.coarse_log_prob(h).argmax(axis=1)
+        out = np.empty(h.shape[0], np.int64)
+        for c in np.unique(classes):
+            rows = np.flatnonzero(classes == c)
+            local = self.fine_log_prob(h[rows], c).argmax(axis=1)
+            out[rows] = self.hierarchy.labels_of(c)[local]
+        return out
+
+    def sample(self, h, temperature=1.0, top_k=None, rng=None):
+        """Draw a label per row: a class from P(c|h), then a label from P(y|c,h).
+
+        ``temperature`` divides the log-probabilities of both levels;
+        ``top_k`` keeps the k most likely classes and, within the class, the k
+        most likely labels.
+        """
+        rng = rng or generator()
+        coarse = self.coarse_log_prob(h)
+        classes = _sample_rows(coarse, temperature, top_k, rng)
+        out = np.empty(h.shape[0], np.int64)
+        for c in np.unique(classes):
+            rows = np.flatnonzero(classes == c)
+            local = _sample_rows(self.fine_log_prob(h[rows], c), temperature, top_k, rng)
+            out[rows] = self.hierarchy.labels_of(c)[local]
+        return out
+
+
+def _sample_rows(logp, temperature, top_k, rng):
+    """One index per row from softmax(logp / temperature), optionally among the top k."""
+    if temperature <= 0:
+        return logp.argmax(axis=1)
+    z = logp.astype(np.float64) / temperature
+    if top_k is not None and top_k < z.shape[1]:
+        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
+        z = np.where(z >= kth, z, -np.inf)
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    u = rng.random((z.shape[0], 1))
+    return np.minimum((p.cumsum(axis=1) < u).sum(axis=1), z.shape[1] - 1)
