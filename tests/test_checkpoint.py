@@ -71,3 +71,38 @@ def test_foreign_npz_is_rejected(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(CheckpointError, match="not a tinyar checkpoint"):
         tinyar.load(model(), tmp_path / "other.npz")
+
+
+def test_optimizer_state_round_trip_resumes_the_same_trajectory(tmp_path):
+    from tinyar.optim import Adam
+    x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+
+    def train(m, opt, steps):
+        for _ in range(steps):
+            m.zero_grad()
+            y = m(x)
+            m.backward(2 * y / y.size)  # d/dy mean(y^2)
+            opt.step()
+
+    tinyar.manual_seed(0)
+    a = model()
+    opt_a = Adam(a.parameters(), lr=0.01)
+    train(a, opt_a, 3)
+    path = tinyar.save(a, tmp_path / "m", optimizer=opt_a)
+    train(a, opt_a, 3)
+
+    b = model()
+    opt_b = Adam(b.parameters(), lr=0.5)
+    tinyar.load(b, path, optimizer=opt_b)
+    assert opt_b.param_groups[0]["lr"] == 0.01
+    train(b, opt_b, 3)
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+
+
+def test_optimizer_class_mismatch_is_explained(tmp_path):
+    from tinyar.optim import SGD, Adam
+    m = model()
+    path = tinyar.save(m, tmp_path / "m", optimizer=SGD(m.parameters(), lr=0.1, momentum=0.9))
+    with pytest.raises(CheckpointError, match="SGD optimizer, not of a Adam"):
+        tinyar.load(m, path, optimizer=Adam(m.parameters()))

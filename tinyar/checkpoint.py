@@ -3,9 +3,10 @@
 Layout of ``model.npz``::
 
     model/<name>      every entry of module.state_dict() (PyTorch's names)
-    optim/<name>      arrays of optimizer.state_dict(), when an optimizer is given
+    optim/<path>      arrays of optimizer.state_dict() (nested keys joined by /)
     __tinyar__        a JSON string: format version, class name, the user's
-                      ``meta`` and the optimizer's scalar state
+                      ``meta`` and the optimizer's state with its arrays
+                      replaced by {"__array__": "optim/<path>"}
 
 The file is written under a temporary name in the same folder and renamed,
 so a crash mid-write never leaves a half-written checkpoint behind.
@@ -23,15 +24,34 @@ FORMAT = 1
 _META_KEY = "__tinyar__"
 
 
-def _split_state(state):
-    arrays, scalars = {}, {}
-    for key, value in state.items():
-        if isinstance(value, np.ndarray) or hasattr(value, "__cuda_array_interface__"):
-            from .backend import backend_of
-            arrays[key] = backend_of(value).to_host(value)
-        else:
-            scalars[key] = value
-    return arrays, scalars
+def _is_array(value):
+    return isinstance(value, np.ndarray) or hasattr(value, "__cuda_array_interface__")
+
+
+def _pack(obj, prefix, arrays):
+    """A JSON-able copy of nested dicts/lists in which every array is moved into
+    ``arrays`` under its path and replaced by ``{"__array__": path}``."""
+    if _is_array(obj):
+        from .backend import backend_of
+        arrays[prefix] = np.asarray(backend_of(obj).to_host(obj))
+        return {"__array__": prefix}
+    if isinstance(obj, dict):
+        return {str(k): _pack(v, f"{prefix}/{k}", arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_pack(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _unpack(obj, arrays):
+    if isinstance(obj, dict):
+        if set(obj) == {"__array__"}:
+            return arrays[obj["__array__"]]
+        return {k: _unpack(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v, arrays) for v in obj]
+    return obj
 
 
 def save(module, path, meta=None, optimizer=None):
@@ -46,9 +66,8 @@ def save(module, path, meta=None, optimizer=None):
     arrays = {f"model/{k}": v for k, v in module.state_dict().items()}
     header = {"format": FORMAT, "class": type(module).__name__, "meta": meta}
     if optimizer is not None:
-        optim_arrays, optim_scalars = _split_state(optimizer.state_dict())
-        arrays.update({f"optim/{k}": v for k, v in optim_arrays.items()})
-        header["optimizer"] = {"class": type(optimizer).__name__, "scalars": optim_scalars}
+        header["optimizer"] = {"class": type(optimizer).__name__,
+                               "state": _pack(optimizer.state_dict(), "optim", arrays)}
     try:
         header_json = json.dumps(header)
     except TypeError as exc:
@@ -108,8 +127,8 @@ def load(module, path, optimizer=None, strict=True):
         saved = header.get("optimizer")
         if saved is None:
             raise CheckpointError(f"{os.fspath(path)!r} holds no optimizer state")
-        optim_state = dict(saved["scalars"])
-        optim_state.update({k[len("optim/"):]: v for k, v in arrays.items()
-                            if k.startswith("optim/")})
-        optimizer.load_state_dict(optim_state)
+        if saved["class"] != type(optimizer).__name__:
+            raise CheckpointError(f"{os.fspath(path)!r} holds the state of a {saved['class']} "
+                                  f"optimizer, not of a {type(optimizer).__name__}")
+        optimizer.load_state_dict(_unpack(saved["state"], arrays))
     return header.get("meta")

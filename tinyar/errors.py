@@ -32,5 +32,9 @@ class CheckpointError(TinyarError, ValueError):
     """A checkpoint file is missing, truncated or does not fit the model."""
 
 
+class OptimizerError(TinyarError, ValueError):
+    """A bad hyperparameter, or parameters an optimizer can no longer update."""
+
+
 class DeviceError(TinyarError, RuntimeError):
     """A device was asked for that this machine does not have."""

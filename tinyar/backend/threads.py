@@ -13,11 +13,13 @@ The policy:
 1. Numba uses the ``workqueue`` threading layer: plain pthreads that sleep
    when idle, so they never spin against OpenBLAS and leave torch's OpenMP
    settings alone. (A user who sets ``NUMBA_THREADING_LAYER`` keeps theirs.)
-2. Only kernels that sweep a whole parameter buffer (the optimizers, the
-   gradient norm) are ``parallel=True``; there two threads pay (Adam over
-   670k floats: 1.0 ms against 2.0 ms serial). Elementwise kernels of a layer
-   are serial: at the sizes of a training step a parallel launch costs more
-   than it saves (workqueue adds ~0.1 ms per ``prange`` call).
+2. Kernels are serial, and vectorised (``error_model="numpy"``, see
+   ``cpu/_util.py``). A workqueue ``prange`` launch costs 20-60 us and the
+   second worker wakes late: Adam over 670k floats ran 0.37 ms serial and
+   0.41 ms on two workqueue threads (0.19 ms with OpenMP, which we cannot
+   use next to BLAS). Only the optimizer kernels keep a ``prange`` variant,
+   used for buffers of over a million elements (``cpu/optim.py``), where
+   the launch cost is amortised.
 3. BLAS keeps its own threads (all cores) for matrix products.
 """
 import os

@@ -39,6 +39,7 @@ from .checks import (check_finite_loss, check_float_input, check_shape, check_si
                      check_targets, describe)
 from .linear import Linear
 from .module import Module
+from .sampling import sample_from_log_probs
 
 
 class MultiLevelSoftmax(Module):
@@ -205,25 +206,11 @@ class MultiLevelSoftmax(Module):
         """
         rng = rng or generator()
         coarse = self.coarse_log_prob(h)
-        classes = _sample_rows(coarse, temperature, top_k, rng)
+        classes = sample_from_log_probs(coarse, temperature, top_k, rng)
         out = np.empty(h.shape[0], np.int64)
         for c in np.unique(classes):
             rows = np.flatnonzero(classes == c)
-            local = _sample_rows(self.fine_log_prob(h[rows], c), temperature, top_k, rng)
+            local = sample_from_log_probs(self.fine_log_prob(h[rows], c), temperature, top_k, rng)
             out[rows] = self.hierarchy.labels_of(c)[local]
         return out
 
-
-def _sample_rows(logp, temperature, top_k, rng):
-    """One index per row from softmax(logp / temperature), optionally among the top k."""
-    if temperature <= 0:
-        return logp.argmax(axis=1)
-    z = logp.astype(np.float64) / temperature
-    if top_k is not None and top_k < z.shape[1]:
-        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
-        z = np.where(z >= kth, z, -np.inf)
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    u = rng.random((z.shape[0], 1))
-    return np.minimum((p.cumsum(axis=1) < u).sum(axis=1), z.shape[1] - 1)

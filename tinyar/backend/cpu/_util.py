@@ -5,6 +5,12 @@ import numpy as np
 # NaN and infinity semantics: a NaN loss has to stay visible.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
+# Numba's default error_model="python" checks every float division for zero
+# (to raise ZeroDivisionError), and that check stops LLVM from vectorising the
+# loop: Adam over 670k floats took 1.34 ms with it, 0.37 ms without. With
+# "numpy" a division by zero gives inf/NaN, as in NumPy.
+ERROR_MODEL = "numpy"
+
 
 def contiguous(x):
     """x itself when C-contiguous, else a C-contiguous copy (kernels index flat)."""

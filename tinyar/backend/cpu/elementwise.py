@@ -8,7 +8,7 @@ import math
 
 from numba import njit
 
-from ._util import FASTMATH, as_float, contiguous, flat, out_like
+from ._util import ERROR_MODEL, FASTMATH, as_float, contiguous, flat, out_like
 from .fastmath import fast_sigmoid, fast_tanh
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
@@ -19,64 +19,64 @@ _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _relu(x, out):
     for i in range(x.size):
         out[i] = x[i] if x[i] > 0 else 0
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _relu_grad(grad, x, out):
     for i in range(x.size):
         out[i] = grad[i] if x[i] > 0 else 0
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _leaky_relu(x, slope, out):
     for i in range(x.size):
         out[i] = x[i] if x[i] > 0 else x[i] * slope
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _leaky_relu_grad(grad, x, slope, out):
     for i in range(x.size):
         out[i] = grad[i] if x[i] > 0 else grad[i] * slope
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _tanh(x, out):
     for i in range(x.size):
         out[i] = fast_tanh(x[i])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _tanh_grad(grad, y, out):
     one = y.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
     for i in range(y.size):
         out[i] = grad[i] * (one - y[i] * y[i])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _sigmoid(x, out):
     for i in range(x.size):
         out[i] = fast_sigmoid(x[i])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _sigmoid_grad(grad, y, out):
     one = y.dtype.type(1)
     for i in range(y.size):
         out[i] = grad[i] * y[i] * (one - y[i])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model=ERROR_MODEL)
 def _gelu(x, out):
     for i in range(x.size):
         v = x[i]
         out[i] = 0.5 * v * (1.0 + math.erf(v * _SQRT_HALF))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model=ERROR_MODEL)
 def _gelu_grad(grad, x, out):
     for i in range(x.size):
         v = x[i]
@@ -85,7 +85,7 @@ def _gelu_grad(grad, x, out):
         out[i] = grad[i] * (cdf + v * pdf)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _dropout(x, keep, scale, out):
     for i in range(x.size):
         out[i] = x[i] * scale if keep[i] else 0

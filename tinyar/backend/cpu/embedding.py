@@ -9,7 +9,7 @@ first and gives the clear message).
 import numpy as np
 from numba import njit
 
-from ._util import contiguous
+from ._util import ERROR_MODEL, contiguous
 
 __all__ = ["embedding_forward", "embedding_backward"]
 
@@ -22,7 +22,7 @@ def _flat_indices(indices):
     return indices
 
 
-@njit(cache=True)
+@njit(cache=True, error_model=ERROR_MODEL)
 def _gather(weight, indices, out):
     vocab, dim = weight.shape
     for i in range(indices.size):
@@ -44,7 +44,7 @@ def embedding_forward(weight, indices, out=None):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, error_model=ERROR_MODEL)
 def _scatter_add(grad, indices, padding_idx, grad_weight):
     vocab, dim = grad_weight.shape
     for i in range(indices.size):

@@ -6,7 +6,7 @@ here, a Numba prange loop ~22 (../shared/NUMBA_NOTES.md).
 import numpy as np
 from numba import njit
 
-from ._util import FASTMATH, as_float, contiguous, flat
+from ._util import ERROR_MODEL, FASTMATH, as_float, contiguous, flat
 from .blas import gemm_accumulate
 
 __all__ = ["matmul", "add_bias", "sum_rows", "axpy"]
@@ -26,7 +26,7 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
     return out
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _add_bias(y, bias):
     rows, cols = y.shape
     for r in range(rows):
@@ -42,7 +42,7 @@ def add_bias(y, bias):
     return y
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _sum_rows(x, out, accumulate):
     rows, cols = x.shape
     if not accumulate:
@@ -60,7 +60,7 @@ def sum_rows(x, out=None, accumulate=False):
     return out
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _axpy(alpha, x, y):
     for i in range(x.size):
         y[i] += alpha * x[i]

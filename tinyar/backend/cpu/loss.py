@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._util import FASTMATH, as_float, contiguous, flat, out_like
+from ._util import ERROR_MODEL, FASTMATH, as_float, contiguous, flat, out_like
 from .fastmath import fast_exp, fast_sigmoid
 from .softmax import IN_ORDER, row_log_sum_exp
 
@@ -25,7 +25,7 @@ __all__ = ["cross_entropy_forward", "cross_entropy_backward", "nll_forward", "nl
 
 
 # --- cross-entropy over rows of logits ------------------------------------------
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _weighted_sum_shifted(row, weight, m):
     """sum_c w_c (z_c - m): from shifted logits (all <= 0), so nothing cancels."""
     total = row.dtype.type(0)
@@ -34,7 +34,7 @@ def _weighted_sum_shifted(row, weight, m):
     return total
 
 
-@njit(cache=True, fastmath=IN_ORDER)
+@njit(cache=True, fastmath=IN_ORDER, error_model=ERROR_MODEL)
 def _cross_entropy(logits, targets, weight, ignore_index, hit, spread, losses, maxes, log_sums):
     # hit = 1 - eps, spread = eps / C; -log p_c = log_s - (z_c - m)
     total_weight = weight.sum()
@@ -52,7 +52,7 @@ def _cross_entropy(logits, targets, weight, ignore_index, hit, spread, losses, m
         losses[r] = loss
 
 
-@njit(cache=True, fastmath=IN_ORDER)
+@njit(cache=True, fastmath=IN_ORDER, error_model=ERROR_MODEL)
 def _cross_entropy_grad(logits, maxes, log_sums, targets, row_scale, weight, ignore_index, hit,
                         spread, out):
     total_weight = weight.sum()
@@ -118,7 +118,7 @@ def cross_entropy_backward(logits, row_max, log_sum, targets, row_scale, weight=
 
 
 # --- negative log-likelihood over rows of log-probabilities ---------------------
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _nll(logprobs, targets, weight, ignore_index, losses):
     for r in range(logprobs.shape[0]):
         t = targets[r]
@@ -128,7 +128,7 @@ def _nll(logprobs, targets, weight, ignore_index, losses):
             losses[r] = -weight[t] * logprobs[r, t]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _nll_grad(targets, row_scale, weight, ignore_index, out):
     out[:] = 0
     for r in range(out.shape[0]):
@@ -156,21 +156,21 @@ def nll_backward(targets, row_scale, num_classes, weight=None, ignore_index=-100
 
 
 # --- elementwise losses: mean squared error, binary cross-entropy with logits ---
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _mse(x, t, out):
     for i in range(x.size):
         d = x[i] - t[i]
         out[i] = d * d
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _mse_grad(x, t, grad, has_grad, two_scale, out):
     for i in range(x.size):
         g = grad[i] if has_grad else x.dtype.type(1)
         out[i] = two_scale * g * (x[i] - t[i])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _bce(x, t, pos_weight, out):
     # rows of (pos_weight.size,): pos_weight broadcasts along the last axis
     one, zero = x.dtype.type(1), x.dtype.type(0)
@@ -183,7 +183,7 @@ def _bce(x, t, pos_weight, out):
             out[r, c] = (one - y) * v + log_weight * softplus_neg
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _bce_grad(x, t, pos_weight, grad, has_grad, scale, out):
     one = x.dtype.type(1)
     for r in range(x.shape[0]):

@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._util import FASTMATH, as_float, contiguous
+from ._util import ERROR_MODEL, FASTMATH, as_float, contiguous
 
 __all__ = ["layer_norm_forward", "layer_norm_backward", "batch_norm_forward_train",
            "batch_norm_forward_eval", "batch_norm_backward", "batch_norm_backward_eval",
@@ -60,7 +60,7 @@ def _as_ncl(x):
 
 
 # --- LayerNorm ----------------------------------------------------------------
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _layer_norm_forward(x, weight, bias, eps, y, mean, rstd):
     rows, features = x.shape
     zero, one = x.dtype.type(0), x.dtype.type(1)
@@ -93,7 +93,7 @@ def layer_norm_forward(x, weight, bias, eps, out=None, out_mean=None, out_rstd=N
     return y, mean, rstd
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _layer_norm_backward(grad, x, mean, rstd, weight, grad_weight, grad_bias, dx):
     rows, features = x.shape
     zero = x.dtype.type(0)
@@ -132,7 +132,7 @@ def layer_norm_backward(grad, x, mean, rstd, weight, grad_weight, grad_bias, out
 # out beforehand. For BatchNorm1d's (N, C) input (L = 1) the innermost loop
 # runs along the channels, on a 2-D view: a loop of length 1 per channel does
 # not vectorise (the forward was 9x slower at (256, 512)).
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _batch_stats(x, mean, var):
     """Per-channel mean and biased variance of x (N, C, L), one pass."""
     n, channels, length = x.shape
@@ -166,7 +166,7 @@ def _batch_stats(x, mean, var):
         var[c] = max(s2[c] * inv_m - m * m, zero)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _batch_normalize(x, mean, var, weight, bias, eps, y):
     """y = (x - mean) * scale + bias, scale = weight / sqrt(var + eps), per channel."""
     n, channels, length = x.shape
@@ -209,7 +209,7 @@ def batch_norm_forward_eval(x, mean, var, weight, bias, eps, out=None):
     return y
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _batch_norm_backward(grad, x, mean, var, weight, eps, grad_weight, grad_bias, dx, training):
     n, channels, length = x.shape
     zero, one = x.dtype.type(0), x.dtype.type(1)
@@ -280,7 +280,7 @@ def batch_norm_backward_eval(grad, x, mean, var, weight, eps, grad_weight, grad_
     return _bn_backward(grad, x, mean, var, weight, eps, grad_weight, grad_bias, out, False)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _update_running(running_mean, running_var, mean, var, momentum, unbias):
     keep = running_mean.dtype.type(1) - momentum
     for c in range(running_mean.size):

@@ -17,7 +17,7 @@ import math
 
 from numba import njit
 
-from ._util import FASTMATH, contiguous, out_like
+from ._util import ERROR_MODEL, FASTMATH, contiguous, out_like
 from .fastmath import fast_exp, maxnum
 
 __all__ = ["softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward"]
@@ -29,7 +29,7 @@ __all__ = ["softmax_forward", "softmax_backward", "log_softmax_forward", "log_so
 IN_ORDER = FASTMATH - {"reassoc"}
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def row_max(row):
     """max of a 1-D array (NaNs ignored: see ``maxnum``)."""
     m = row[0]
@@ -38,7 +38,7 @@ def row_max(row):
     return m
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def row_log_sum_exp(row):
     """(m, log sum_c exp(row_c - m)) with m the row max; the log-normaliser is their sum."""
     m = row_max(row)
@@ -49,7 +49,7 @@ def row_log_sum_exp(row):
 
 
 # --- kernels -----------------------------------------------------------------
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _softmax(x, out):
     for r in range(x.shape[0]):
         row, y = x[r], out[r]
@@ -64,7 +64,7 @@ def _softmax(x, out):
             y[c] *= inv
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _softmax_grad(grad, y, out):
     # dx = y * (g - <g, y>): the Jacobian diag(y) - y y^T applied to g
     for r in range(y.shape[0]):
@@ -75,7 +75,7 @@ def _softmax_grad(grad, y, out):
             out[r, c] = y[r, c] * (grad[r, c] - dot)
 
 
-@njit(cache=True, fastmath=IN_ORDER)
+@njit(cache=True, fastmath=IN_ORDER, error_model=ERROR_MODEL)
 def _log_softmax(x, out):
     for r in range(x.shape[0]):
         row, y = x[r], out[r]
@@ -84,7 +84,7 @@ def _log_softmax(x, out):
             y[c] = (row[c] - m) - log_s
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _log_softmax_grad(grad, y, out):
     # dx = g - softmax * sum(g), with softmax = exp(y)
     for r in range(y.shape[0]):
