@@ -56,8 +56,10 @@ def plot_decision_boundary(path, predict, X, y, resolution=200, title=""):
     fig = _figure(5.5, 5.0)
     ax = fig.add_subplot()
     num_classes = int(max(labels.max(), y.max())) + 1
-    ax.contourf(gx, gy, labels, levels=np.arange(num_classes + 1) - 0.5, cmap="Set3", alpha=0.8)
-    ax.scatter(X[:, 0], X[:, 1], c=y, cmap="Set1", s=12, edgecolors="k", linewidths=0.3)
+    from matplotlib import colormaps
+    colors = [colormaps["tab10"](i % 10) for i in range(num_classes)]  # same colour per class
+    ax.contourf(gx, gy, labels, levels=np.arange(num_classes + 1) - 0.5, colors=colors, alpha=0.3)
+    ax.scatter(X[:, 0], X[:, 1], c=[colors[i] for i in y], s=12, edgecolors="k", linewidths=0.3)
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
     ax.set_aspect("equal")
