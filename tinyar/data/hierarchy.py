@@ -20,10 +20,12 @@ Hierarchies come from
   about equal sqrt-frequency mass, so frequent words sit in small classes and
   rare words share large ones;
 * ``from_parents(parents)``: a given label -> class mapping;
-* ``from_mapping({"vehicles": ["car", ...], ...}, labels)`` and JSON.
+* ``from_mapping({"vehicles": ["car", ...], ...}, labels)``, and the same
+  mapping read from a JSON file by ``from_json(path, labels)``.
 """
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -155,6 +157,38 @@ class ClassHierarchy:
             raise HierarchyError(f"ClassHierarchy: the classes do not cover every label; "
                                  f"{len(uncovered)} missing, e.g. {uncovered[:5]}")
         return cls(parent, class_names=list(mapping), label_names=list(labels))
+
+    @classmethod
+    def from_json(cls, path, labels):
+        """Read a mapping file ``{"class name": [label, ...], ...}`` over ``labels``.
+
+        ``labels`` lists the data's fine labels in label-id order (label id i is
+        ``labels[i]``); an int n stands for the ids 0..n-1, which the file then
+        names as JSON integers. Every label must appear in exactly one class;
+        the errors name the file and the offending class or labels.
+        """
+        path = Path(path).expanduser()
+        try:
+            with open(path, encoding="utf-8") as f:
+                mapping = json.load(f)
+        except json.JSONDecodeError as e:
+            raise HierarchyError(f"{path}: not valid JSON ({e})") from None
+        if isinstance(labels, (int, np.integer)):
+            labels = list(range(int(labels)))
+        labels = list(labels)
+        if not isinstance(mapping, dict) or not mapping:
+            raise HierarchyError(f"{path}: expected a JSON object {{\"class name\": [labels...]}}, "
+                                 f"got {type(mapping).__name__}")
+        for name, members in mapping.items():
+            if not isinstance(members, list):
+                raise HierarchyError(f"{path}: class {name!r} must map to a list of labels, got "
+                                     f"{type(members).__name__}")
+            if not members:
+                raise HierarchyError(f"{path}: class {name!r} has no labels")
+        try:
+            return cls.from_mapping(mapping, labels)
+        except HierarchyError as e:
+            raise HierarchyError(f"{path}: {e}") from None
 
     # --- persistence --------------------------------------------------------
     def to_dict(self):
