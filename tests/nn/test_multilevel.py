@@ -117,3 +117,23 @@ def test_bad_inputs_name_the_layer():
         m(x, np.array([0.0, 1.0, 2.0]))
     with pytest.raises(TypeError, match="ClassHierarchy"):
         MultiLevelSoftmax(4, [0, 1])
+
+
+def test_level_weight_schedule_and_classifier_levels():
+    from tinyar.nn.multilevel import LevelWeightSchedule, MultiLevelClassifier
+    schedule = LevelWeightSchedule([(0, (0.9, 0.1)), (10, (0.5, 0.5)), (20, (0.1, 0.9))])
+    assert schedule(0) == (0.9, 0.1) and schedule(15) == (0.5, 0.5) and schedule(99) == (0.1, 0.9)
+    with pytest.raises(ValueError, match="first milestone must start at 0"):
+        LevelWeightSchedule([(1, (1, 1))])
+    with pytest.raises(ValueError, match="not both 0"):
+        LevelWeightSchedule([(0, (0, 0))])
+    h = ClassHierarchy.from_counts(np.arange(1, 13), 4)
+    clf = MultiLevelClassifier(5, h, schedule=schedule).double()
+    assert clf.level_weights == (0.9, 0.1)
+    assert clf.set_epoch(12) == (0.5, 0.5)
+    x = np.random.default_rng(0).standard_normal((20, 5))
+    for decode in ("joint", "greedy"):
+        coarse, fine = clf.predict_levels(x, decode)
+        np.testing.assert_array_equal(coarse, h.parent[fine])
+    rng = np.random.default_rng(1)
+    assert_gradcheck(clf, rng.standard_normal((6, 5)), rng.integers(0, 12, 6))

@@ -214,3 +214,64 @@ class MultiLevelSoftmax(Module):
             out[rows] = self.hierarchy.labels_of(c)[local]
         return out
 
+
+
+class LevelWeightSchedule:
+    """Per-level loss weights that change during training, as in branch CNNs
+    (B-CNN, Zhu & Bajwa 2017): learn the coarse level first, then shift the
+    weight to the fine level.
+
+    ``LevelWeightSchedule([(0, (0.9, 0.1)), (10, (0.5, 0.5)), (20, (0.1, 0.9))])``
+    gives (w_coarse, w_fine) = (0.9, 0.1) from epoch 0, (0.5, 0.5) from epoch
+    10 and (0.1, 0.9) from epoch 20 (epochs, or steps: whatever the caller counts).
+    """
+
+    def __init__(self, milestones):
+        milestones = sorted((int(start), (float(wc), float(wf))) for start, (wc, wf) in milestones)
+        if not milestones or milestones[0][0] != 0:
+            raise ValueError("LevelWeightSchedule: the first milestone must start at 0, got "
+                             f"{milestones[:1]}")
+        for _, (wc, wf) in milestones:
+            if wc < 0 or wf < 0 or wc + wf == 0:
+                raise ValueError(f"LevelWeightSchedule: weights must be >= 0 and not both 0, "
+                                 f"got {(wc, wf)}")
+        self.milestones = milestones
+
+    def __call__(self, epoch):
+        weights = self.milestones[0][1]
+        for start, w in self.milestones:
+            if epoch >= start:
+                weights = w
+        return weights
+
+    def to_list(self):
+        return [[start, list(w)] for start, w in self.milestones]
+
+
+class MultiLevelClassifier(MultiLevelSoftmax):
+    """The multi-level softmax as a classifier head: P(y|x) = P(coarse|x) P(fine|coarse,x).
+
+    Adds to ``MultiLevelSoftmax`` a level-weight schedule (``set_epoch``) and
+    ``predict_levels``, which returns the coarse and the fine prediction:
+
+    * ``joint``: fine = argmax_y P(c(y)) P(y|c(y)) exactly; coarse = its parent,
+      so the two levels always agree;
+    * ``greedy``: coarse = argmax_c P(c), fine = argmax within that class
+      (consistent by construction too, and cheaper; it can miss the joint optimum).
+    """
+
+    def __init__(self, in_features, hierarchy, level_weights=(1.0, 1.0), schedule=None,
+                 dtype=np.float32):
+        super().__init__(in_features, hierarchy, level_weights, dtype)
+        self.schedule = schedule
+        if schedule is not None:
+            self.level_weights = schedule(0)
+
+    def set_epoch(self, epoch):
+        if self.schedule is not None:
+            self.level_weights = self.schedule(epoch)
+        return self.level_weights
+
+    def predict_levels(self, h, decode="joint"):
+        fine = self.predict(h, decode)
+        return self.hierarchy.parent[fine], fine
