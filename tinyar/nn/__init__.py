@@ -11,3 +11,4 @@ from .dropout import Dropout
 from .softmax import LogSoftmax, Softmax
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .multilevel import MultiLevelSoftmax
+from .multilevel import LevelWeightSchedule, MultiLevelClassifier
