@@ -1,4 +1,7 @@
-"""Training loops and their helpers."""
+"""Training loops and their helpers: progress, metrics."""
 from ..progress import ProgressBar
+from .metrics import accuracy, confusion_matrix, format_report, hierarchical_report, \
+    precision_recall_f1
 
-__all__ = ["ProgressBar"]
+__all__ = ["ProgressBar", "accuracy", "confusion_matrix", "format_report", "hierarchical_report",
+           "precision_recall_f1"]
