@@ -23,8 +23,8 @@ def get_backend(device="cpu"):
                 from . import cuda as module
             except ImportError as exc:
                 raise DeviceError(
-                    "device 'cuda' is not available in this tinyar install: the CUDA "
-                    "backend arrives with the CUDA issue; use device='cpu'") from exc
+                    f"device 'cuda' could not be loaded ({exc}); install the cuda extra "
+                    f"(pip install tinyar[cuda]) or use device='cpu'") from exc
         else:
             raise DeviceError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
         _BACKENDS[device] = module

@@ -17,7 +17,7 @@ from functools import wraps
 import numpy as np
 
 from ..errors import CheckpointError
-from .parameter import FlatBuffer, Parameter
+from .parameter import FlatBuffer, Parameter, every_index
 
 _construction = threading.local()
 
@@ -149,12 +149,12 @@ class Module:
                                       f"the model")
             if name in params:
                 B = backend_of(target)
-                target[...] = B.asarray(value.astype(target.dtype, copy=False))
+                target[every_index(target)] = B.asarray(value.astype(target.dtype, copy=False))
             else:
                 module, attr = buffers[name]
                 if isinstance(target, np.ndarray) or hasattr(target, "__cuda_array_interface__"):
                     B = backend_of(target)
-                    target[...] = B.asarray(value.astype(target.dtype, copy=False))
+                    target[every_index(target)] = B.asarray(value.astype(target.dtype, copy=False))
                 else:
                     setattr(module, attr, value.item())
         return self
@@ -170,7 +170,7 @@ class Module:
 
     def zero_grad(self):
         """Set every gradient to zero: one fill of the flat gradient buffer."""
-        self.flat_parameters().grad.fill(0)
+        self.flat_parameters().grad[:] = 0  # (device arrays have no .fill)
         return self
 
     def to(self, target):

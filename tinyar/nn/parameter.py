@@ -69,8 +69,8 @@ class FlatBuffer:
             n = p.size
             data_view = data[offset:offset + n].reshape(p.shape)
             grad_view = grad[offset:offset + n].reshape(p.shape)
-            data_view[...] = _convert(p.data, B, dtype)
-            grad_view[...] = _convert(p.grad, B, dtype)
+            data_view[every_index(data_view)] = _convert(p.data, B, dtype)
+            grad_view[every_index(grad_view)] = _convert(p.grad, B, dtype)
             p.data, p.grad, p.flat = data_view, grad_view, None
             offset += n
         buffer = cls(params, data, grad)
@@ -90,11 +90,18 @@ class FlatBuffer:
         return cls.pack(params)
 
 
+def every_index(view):
+    """The index of every element, ``view[...]``, spelled as one ``:`` per axis:
+    numba's CUDA device arrays do not accept ``...``."""
+    return (slice(None),) * view.ndim
+
+
 def _convert(array, B, dtype):
     """``array`` as ``dtype`` on backend ``B`` (a no-op when it already is)."""
-    host = B.is_array(array)
-    if not host:  # crossing devices goes through the host
-        from ..backend import backend_of
-        array = backend_of(array).to_host(array)
-        return B.asarray(array.astype(dtype, copy=False))
-    return array.astype(dtype, copy=False) if array.dtype != dtype else array
+    if B.is_array(array) and array.dtype == dtype:
+        return array
+    # crossing devices, or converting a device array (which has no .astype),
+    # goes through the host
+    from ..backend import backend_of
+    array = backend_of(array).to_host(array)
+    return B.asarray(array.astype(dtype, copy=False))

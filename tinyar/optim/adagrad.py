@@ -31,7 +31,7 @@ class Adagrad(Optimizer):
 
     def _init_state(self):
         state_sum = self._zeros()
-        state_sum.fill(self.defaults["initial_accumulator_value"])
+        state_sum[:] = self.defaults["initial_accumulator_value"]
         self.state["sum"] = state_sum
 
     def _update(self, group, data, grad, step):

@@ -74,7 +74,7 @@ class Optimizer:
     def zero_grad(self):
         """Set every gradient to zero: one fill of the flat gradient buffer."""
         self._check_still_packed()
-        self._grad.fill(0)
+        self._grad[:] = 0  # (device arrays have no .fill)
 
     def step(self, closure=None):
         """Update every parameter from its ``.grad``: one kernel call over the flat buffer.
@@ -132,7 +132,7 @@ class Optimizer:
                 target = self.state.get(key)
                 if target is None or not _is_array(target):
                     target = B.zeros(size, self._data.dtype)
-                target[...] = B.asarray(value.reshape(-1).astype(self._data.dtype, copy=False))
+                target[:] = B.asarray(value.reshape(-1).astype(self._data.dtype, copy=False))
                 new_state[key] = target
             else:
                 new_state[key] = value.item() if isinstance(value, np.ndarray) else value

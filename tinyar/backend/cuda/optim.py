@@ -1,0 +1,266 @@
+"""Optimizer steps over flat parameter buffers, and the gradient-norm helpers.
+
+All parameters of a model live in one flat buffer (``nn/parameter.py``), so
+a whole optimizer step is ONE kernel launch: thread i updates element i of
+the parameters, their gradients and the optimizer's moments, in registers,
+reading and writing each array once (a grid-stride loop over the buffer).
+The update of one element is the same code as on the CPU
+(``backend/cpu/optim.py``), in the same order of operations as
+``torch.optim``, so float32 trajectories agree to rounding.
+
+``sum_of_squares`` (the gradient norm for clipping) reduces in float64: each
+block sums its share in shared memory, and thread 0 of each block adds the
+block's total into one float64 with an atomic add. Reading that number back
+is the one host-device synchronisation of a clipped step.
+"""
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from ...errors import DTypeError, ShapeError
+from ._util import (THREADS, as_float, block_sum, blocks_for, device_empty, fill, flat, launch,
+                    launch_flat, scratch, contiguous)
+
+__all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "scale_",
+           "clamp_"]
+
+
+@cuda.jit(device=True)
+def _lerp(start, end, weight, one_minus_weight):
+    """start + weight (end - start), the way torch.lerp writes it (exact at both ends)."""
+    if abs(weight) < 0.5:
+        return start + weight * (end - start)
+    return end - (end - start) * one_minus_weight
+
+
+# --- SGD ----------------------------------------------------------------------
+@cuda.jit
+def _sgd(param, grad, buf, neg_lr, momentum, one_minus_dampening, weight_decay, nesterov,
+         first_step):
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * param[i]
+        if momentum != 0:
+            b = g if first_step else buf[i] * momentum + one_minus_dampening * g
+            buf[i] = b
+            g = g + momentum * b if nesterov else b
+        param[i] = param[i] + neg_lr * g
+
+
+def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov,
+             first_step):
+    """SGD with momentum, dampening, Nesterov and L2 weight decay, in place."""
+    momentum_buf = _used_state("sgd_step", momentum_buf, momentum != 0,
+                               "momentum_buf (momentum != 0)")
+    param, grad, momentum_buf = _flat_buffers("sgd_step", param=param, grad=grad,
+                                              momentum_buf=momentum_buf)
+    f = _scalars_like(param)
+    launch_flat(_sgd, param.size, param, grad, momentum_buf, *f(-lr, momentum, 1 - dampening,
+                                                                  weight_decay),
+                bool(nesterov), bool(first_step))
+
+
+# --- Adagrad ------------------------------------------------------------------
+@cuda.jit
+def _adagrad(param, grad, state_sum, neg_clr, weight_decay, eps):
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * param[i]
+        s = state_sum[i] + g * g
+        state_sum[i] = s
+        param[i] = param[i] + neg_clr * g / (math.sqrt(s) + eps)
+
+
+def adagrad_step(param, grad, state_sum, lr, lr_decay, weight_decay, eps, step):
+    """Adagrad, in place; ``step`` counts from 1 (the learning rate decays with it)."""
+    param, grad, state_sum = _flat_buffers("adagrad_step", param=param, grad=grad,
+                                           state_sum=state_sum)
+    clr = lr / (1 + (step - 1) * lr_decay)
+    launch_flat(_adagrad, param.size, param, grad, state_sum,
+                *_scalars_like(param)(-clr, weight_decay, eps))
+
+
+# --- RMSprop ------------------------------------------------------------------
+@cuda.jit
+def _rmsprop(param, grad, square_avg, grad_avg, buf, neg_lr, alpha, one_minus_alpha, eps,
+             weight_decay, momentum, centered):
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        g = grad[i]
+        if weight_decay != 0:
+            g = g + weight_decay * param[i]
+        v = square_avg[i] * alpha + one_minus_alpha * g * g
+        square_avg[i] = v
+        if centered:  # subtract the squared running mean: a variance estimate
+            m = _lerp(grad_avg[i], g, one_minus_alpha, alpha)
+            grad_avg[i] = m
+            v = v - m * m
+        denom = math.sqrt(v) + eps
+        if momentum > 0:
+            b = buf[i] * momentum + g / denom
+            buf[i] = b
+            param[i] = param[i] + neg_lr * b
+        else:
+            param[i] = param[i] + neg_lr * g / denom
+
+
+def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
+                 momentum, centered):
+    """RMSprop, in place; ``grad_avg`` / ``momentum_buf`` may be None when unused."""
+    grad_avg = _used_state("rmsprop_step", grad_avg, centered, "grad_avg (centered=True)")
+    momentum_buf = _used_state("rmsprop_step", momentum_buf, momentum > 0,
+                               "momentum_buf (momentum > 0)")
+    param, grad, square_avg, grad_avg, momentum_buf = _flat_buffers(
+        "rmsprop_step", param=param, grad=grad, square_avg=square_avg, grad_avg=grad_avg,
+        momentum_buf=momentum_buf)
+    f = _scalars_like(param)
+    launch_flat(_rmsprop, param.size, param, grad, square_avg, grad_avg, momentum_buf,
+                *f(-lr, alpha, 1 - alpha, eps, weight_decay, momentum), bool(centered))
+
+
+# --- Adam and AdamW -----------------------------------------------------------
+@cuda.jit
+def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, neg_step_size, beta1,
+          one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, weight_decay,
+          decay, decoupled, amsgrad):
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        g = grad[i]
+        p = param[i]
+        if weight_decay != 0:
+            if decoupled:
+                p = p * decay  # AdamW: shrink the weights, apart from the gradient
+            else:
+                g = g + weight_decay * p
+        m = _lerp(exp_avg[i], g, one_minus_beta1, beta1)
+        v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        if amsgrad:  # the largest second moment so far; a NaN propagates
+            v_max = max_exp_avg_sq[i]
+            if not v_max >= v:
+                v_max = v
+            max_exp_avg_sq[i] = v_max
+            v = v_max
+        denom = math.sqrt(v) / bias_correction2_sqrt + eps
+        param[i] = p + neg_step_size * m / denom
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step,
+              decoupled_weight_decay=False, max_exp_avg_sq=None):
+    """Adam (AdamW when ``decoupled_weight_decay``; AMSGrad when ``max_exp_avg_sq``), in place.
+
+    As in torch, the bias corrections fold into two scalars:
+    step_size = lr / (1 - beta1^t), denom = sqrt(v) / sqrt(1 - beta2^t) + eps.
+    """
+    amsgrad = max_exp_avg_sq is not None
+    param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq = _flat_buffers(
+        "adam_step", param=param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq,
+        max_exp_avg_sq=max_exp_avg_sq)
+    step_size = lr / (1 - beta1 ** step)
+    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    f = _scalars_like(param)
+    launch_flat(_adam, param.size, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq,
+                *f(-step_size, beta1, 1 - beta1, beta2, 1 - beta2, bias_correction2_sqrt, eps,
+                   weight_decay, 1 - lr * weight_decay),
+                bool(decoupled_weight_decay), amsgrad)
+
+
+# --- gradient clipping --------------------------------------------------------
+@cuda.jit
+def _sum_of_squares(x, total):
+    # float64 throughout: a million float32 squares summed in float32 would lose digits
+    buf = cuda.shared.array(THREADS, float64)
+    partial = 0.0
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = float64(x[i])
+        partial += v * v
+    block_total = block_sum(buf, partial)
+    if cuda.threadIdx.x == 0:
+        cuda.atomic.add(total, 0, block_total)
+
+
+def sum_of_squares(x):
+    """sum x_i^2, accumulated in float64, as a host scalar of x's dtype (as torch's norm is)."""
+    x = flat(contiguous(x))
+    total = fill(device_empty(1, np.float64), 0)
+    if x.size:
+        launch(_sum_of_squares, blocks_for(x.size), THREADS, x, total)
+    return x.dtype.type(total.copy_to_host()[0])
+
+
+@cuda.jit
+def _scale(x, alpha):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        x[i] = x[i] * alpha
+
+
+def scale_(x, alpha):
+    """x *= alpha, in place."""
+    (x,) = _flat_buffers("scale_", x=x)
+    launch_flat(_scale, x.size, x, as_float(alpha, x))
+
+
+@cuda.jit
+def _clamp(x, low, high):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        v = x[i]
+        if v < low:
+            v = low
+        elif v > high:
+            v = high
+        x[i] = v  # a NaN fails both tests and stays NaN
+
+
+def clamp_(x, low, high):
+    """x = min(max(x, low), high), in place."""
+    (x,) = _flat_buffers("clamp_", x=x)
+    launch_flat(_clamp, x.size, x, as_float(low, x), as_float(high, x))
+
+
+# --- helpers ------------------------------------------------------------------
+def _scalars_like(x):
+    """Python floats -> scalars of x's dtype (float32 kernels stay float32)."""
+    return lambda *values: [as_float(v, x) for v in values]
+
+
+def _used_state(op, array, needed, what):
+    """The state array when these settings read it (then it must be given), else None."""
+    if not needed:
+        return None
+    if array is None:
+        raise ValueError(f"{op}: {what} is needed with these settings, got None")
+    return array
+
+
+def _flat_buffers(op, **arrays):
+    """1-D views of the device buffers of one op; they must be C-contiguous and alike.
+
+    The buffers an op updates must be contiguous already (a copy would be
+    updated instead; ``grad``, only read, may be copied). ``None`` stands for
+    state these settings do not use: the kernel gets an empty array that it
+    never reads.
+    """
+    first_name, first = next(iter(arrays.items()))
+    out = []
+    for name, a in arrays.items():
+        if a is None and name != first_name:
+            out.append(scratch(first.dtype))
+            continue
+        if not hasattr(a, "__cuda_array_interface__") or isinstance(a, np.ndarray):
+            raise DTypeError(f"{op}: expected {name} as a CUDA device array, got "
+                             f"{type(a).__name__}")
+        if a.dtype != first.dtype or not np.issubdtype(a.dtype, np.floating):
+            raise DTypeError(f"{op}: expected {name} of dtype {first.dtype.name} (like "
+                             f"{first_name}), got {a.dtype.name}")
+        if a.size != first.size:
+            raise ShapeError(f"{op}: expected {name} with {first.size} elements (like "
+                             f"{first_name}), got shape {tuple(a.shape)}")
+        if name == "grad":
+            a = contiguous(a)
+        elif not a.is_c_contiguous():
+            raise ShapeError(f"{op}: {name} is updated in place and must be C-contiguous (a flat "
+                             f"buffer), got a strided array of shape {tuple(a.shape)}")
+        out.append(flat(a))
+    return out
