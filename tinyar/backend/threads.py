@@ -20,7 +20,11 @@ The policy:
    use next to BLAS). Only the optimizer kernels keep a ``prange`` variant,
    used for buffers of over a million elements (``cpu/optim.py``), where
    the launch cost is amortised.
-3. BLAS keeps its own threads (all cores) for matrix products.
+3. BLAS keeps its own threads (all cores) for matrix products. On a machine
+   where other processes keep the cores busy, OpenBLAS's spinning threads can
+   collapse (an LSTM language-model step measured 3.1 s instead of 41 ms
+   while another process used a core): set ``TINYAR_BLAS_THREADS=1`` there,
+   or call ``tinyar.backend.threads.set_blas_threads(1)``.
 """
 import os
 
@@ -33,6 +37,14 @@ def configure() -> None:
     """Apply the policy; called once when the CPU backend is imported."""
     if numba.config.THREADING_LAYER in ("default", ""):
         numba.config.THREADING_LAYER = THREADING_LAYER
+    if os.environ.get("TINYAR_BLAS_THREADS"):
+        set_blas_threads(int(os.environ["TINYAR_BLAS_THREADS"]))
+
+
+def set_blas_threads(n):
+    """How many threads NumPy's OpenBLAS may use for matrix products; False if unknown BLAS."""
+    from .cpu.blas import set_threads
+    return set_threads(n)
 
 
 configure()

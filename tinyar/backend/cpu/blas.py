@@ -30,6 +30,8 @@ def _find_cblas():
                 sgemm, dgemm = getattr(lib, prefix + "sgemm64_"), getattr(lib, prefix + "dgemm64_")
             except AttributeError:
                 continue
+            global _LIB
+            _LIB = lib
             return _declare(sgemm, ctypes.c_float), _declare(dgemm, ctypes.c_double)
     return None
 
@@ -42,6 +44,7 @@ def _declare(fn, real):
     return fn
 
 
+_LIB = None
 _GEMM = None if os.environ.get("TINYAR_NO_CBLAS") else _find_cblas()
 
 
@@ -73,3 +76,30 @@ def gemm_accumulate(a, b, out):
 
 
 available = _GEMM is not None
+
+
+def _threads_function(name):
+    for symbol in (f"scipy_openblas_{name}64_", f"openblas_{name}64_", f"openblas_{name}"):
+        fn = getattr(_LIB, symbol, None) if _LIB is not None else None
+        if fn is not None:
+            return fn
+    return None
+
+
+def set_threads(n):
+    """Limit the threads of NumPy's OpenBLAS; False where that is not possible."""
+    fn = _threads_function("set_num_threads")
+    if fn is None:
+        return False
+    fn.argtypes, fn.restype = [ctypes.c_int], None
+    fn(int(n))
+    return True
+
+
+def get_threads():
+    """NumPy's OpenBLAS thread count, or None when unknown."""
+    fn = _threads_function("get_num_threads")
+    if fn is None:
+        return None
+    fn.restype = ctypes.c_int
+    return int(fn())
