@@ -12,3 +12,5 @@ from .softmax import LogSoftmax, Softmax
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .multilevel import MultiLevelSoftmax
 from .multilevel import LevelWeightSchedule, MultiLevelClassifier
+from .rnn_cells import GRUCell, LSTMCell, RNNCell
+from .recurrent import GRU, LSTM, RNN, detach_state
