@@ -5,8 +5,9 @@
 """
 __version__ = "0.1.0"
 
-from .errors import (CheckpointError, DeviceError, DTypeError, NumericalError, ShapeError,
-                     TargetError, TinyarError)
+from .errors import (CheckpointError, DeviceError, DTypeError, NumericalError, OptimizerError,
+                     ShapeError, TargetError, TinyarError)
 from .random import manual_seed
 from .checkpoint import load, save
-from . import backend, nn
+from .device import cuda_available, to_device, to_host
+from . import backend, data, nn, optim, models

@@ -1,0 +1,4 @@
+"""Models built from ``tinyar.nn`` parts only."""
+from .language_model import AutoregressiveLM, bits_per_token, perplexity
+
+__all__ = ["AutoregressiveLM", "perplexity", "bits_per_token"]

@@ -1,0 +1,220 @@
+"""Classifiers with a flat or a multi-level head, on convolutional or recurrent backbones.
+
+    image (N, C, H, W) -> backbone -> features (N, F) -> head
+
+Heads:
+* ``flat``: Linear(F, num_labels) and cross-entropy; the coarse prediction is
+  the parent of the fine one.
+* ``multilevel``: ``MultiLevelClassifier``, P(y|x) = P(coarse|x) P(fine|coarse,x),
+  with per-level loss weights (optionally scheduled) and joint or greedy decoding.
+
+Backbones:
+* ``CNNClassifier(arch="lenet")``: conv 3x3 (32) - ReLU - max-pool 2 - conv 3x3 (64)
+  - ReLU - max-pool 2 - flatten - Linear(., 128) - ReLU;
+* ``CNNClassifier(arch="vgg")``: two VGG blocks [conv 3x3 - BatchNorm2d - ReLU] x 2
+  + max-pool, 32 then 64 channels, then global average pooling;
+* ``RowRNNClassifier``: reads the image row by row, a sequence of H rows of
+  C*W pixels, with an RNN/LSTM/GRU; its last hidden state is the feature. It
+  can be pre-trained without labels as an autoregressive model of the image
+  (``pretrain_loss``: predict row t+1 from rows <= t), then fine-tuned with
+  the head.
+
+Every model has ``loss(x, y) -> float``, ``backward()``, ``features(x)`` and
+``predict_levels(x, decode) -> (coarse, fine)``.
+"""
+import numpy as np
+
+from ..errors import ShapeError
+from ..nn import (BatchNorm1d, CrossEntropyLoss, Flatten, Linear, Module, MultiLevelClassifier,
+                  ReLU, Sequential)
+from ..nn.checks import describe
+from ..nn.loss import BCEWithLogitsLoss
+from ..nn.recurrent import GRU, LSTM, RNN
+
+HEADS = ("flat", "multilevel")
+
+
+class _Classifier(Module):
+    """A backbone (``self.backbone``: x -> (N, F)) and a head over a hierarchy."""
+
+    def _make_head(self, features, hierarchy, head, level_weights=(1.0, 1.0), schedule=None):
+        if head not in HEADS:
+            raise ValueError(f"{type(self).__name__}: head must be one of {HEADS}, got {head!r}")
+        self.head_kind, self.hierarchy = head, hierarchy
+        if head == "flat":
+            self.classifier = Linear(features, hierarchy.num_labels)
+            self.criterion = CrossEntropyLoss()
+        else:
+            self.classifier = MultiLevelClassifier(features, hierarchy, level_weights, schedule)
+
+    def _check_images(self, x):
+        if getattr(x, "ndim", None) != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ShapeError(f"{describe(self)}: expected images (N, {', '.join(map(str, self.image_shape))}), "
+                             f"got {tuple(np.shape(x))}")
+
+    def features(self, x):
+        self._check_images(x)
+        return self.backbone(x)
+
+    def loss(self, x, y):
+        """Mean cross-entropy of the fine labels ``y`` (weighted per level for multilevel)."""
+        h = self.features(x)
+        if self.head_kind == "flat":
+            return self.criterion(self.classifier(h), y)
+        return self.classifier(h, y)
+
+    forward = loss
+
+    def backward(self, grad=1.0):
+        if self.head_kind == "flat":
+            grad_h = self.classifier.backward(self.criterion.backward(grad))
+        else:
+            grad_h = self.classifier.backward(grad)
+        return self.backbone.backward(grad_h)
+
+    def predict_levels(self, x, decode="joint", batch_size=512):
+        """(coarse, fine) predictions, computed in batches in evaluation mode."""
+        was_training = self.training
+        self.eval()
+        coarse, fine = [], []
+        try:
+            for start in range(0, x.shape[0], batch_size):
+                h = self.features(x[start:start + batch_size])
+                if self.head_kind == "flat":
+                    f = self.classifier(h).argmax(axis=1)
+                    c = self.hierarchy.parent[f]
+                else:
+                    c, f = self.classifier.predict_levels(h, decode)
+                coarse.append(c)
+                fine.append(f)
+        finally:
+            self.train(was_training)
+        return np.concatenate(coarse), np.concatenate(fine)
+
+    def set_epoch(self, epoch):
+        if self.head_kind == "multilevel":
+            self.classifier.set_epoch(epoch)
+
+
+def _conv_layers():
+    from ..nn.conv import Conv2d
+    from ..nn.normalization2d import BatchNorm2d
+    from ..nn.pooling import AdaptiveAvgPool2d, MaxPool2d
+    return Conv2d, BatchNorm2d, MaxPool2d, AdaptiveAvgPool2d
+
+
+class CNNClassifier(_Classifier):
+    """Convolutional classifier; ``arch`` "lenet" or "vgg" (see the module docstring).
+
+    Shapes: x (N, C, H, W) float; y (N,) fine labels of ``hierarchy``.
+    """
+
+    def __init__(self, hierarchy, image_shape=(1, 28, 28), arch="lenet", head="multilevel",
+                 level_weights=(1.0, 1.0), schedule=None):
+        super().__init__()
+        Conv2d, BatchNorm2d, MaxPool2d, AdaptiveAvgPool2d = _conv_layers()
+        self.image_shape, self.arch = tuple(image_shape), arch
+        c, height, width = self.image_shape
+        if arch == "lenet":
+            side_h, side_w = ((height - 2) // 2 - 2) // 2, ((width - 2) // 2 - 2) // 2
+            if side_h < 1 or side_w < 1:
+                raise ShapeError(f"CNNClassifier(lenet): images of {height}x{width} are too small "
+                                 f"(at least 10x10)")
+            self.backbone = Sequential(
+                Conv2d(c, 32, 3), ReLU(), MaxPool2d(2), Conv2d(32, 64, 3), ReLU(), MaxPool2d(2),
+                Flatten(), Linear(64 * side_h * side_w, 128), ReLU())
+            features = 128
+        elif arch == "vgg":
+            self.backbone = Sequential(
+                Conv2d(c, 32, 3, padding=1), BatchNorm2d(32), ReLU(),
+                Conv2d(32, 32, 3, padding=1), BatchNorm2d(32), ReLU(), MaxPool2d(2),
+                Conv2d(32, 64, 3, padding=1), BatchNorm2d(64), ReLU(),
+                Conv2d(64, 64, 3, padding=1), BatchNorm2d(64), ReLU(), MaxPool2d(2),
+                AdaptiveAvgPool2d(1), Flatten())
+            features = 64
+        else:
+            raise ValueError(f"CNNClassifier: arch must be 'lenet' or 'vgg', got {arch!r}")
+        self._make_head(features, hierarchy, head, level_weights, schedule)
+
+    def extra_repr(self):
+        return f"arch={self.arch!r}, head={self.head_kind!r}, labels={self.hierarchy.num_labels}"
+
+
+class _LastStep(Module):
+    """Recurrent layer over rows, keeping the last step's top hidden state: (N, T, I) -> (N, H)."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        output, _ = self.rnn(x)
+        self._shape = output.shape
+        return np.ascontiguousarray(output[:, -1, :])
+
+    def backward(self, grad_out):
+        grad_output = np.zeros(self._shape, grad_out.dtype)
+        grad_output[:, -1, :] = grad_out
+        dx, _ = self.rnn.backward(grad_output)
+        return dx
+
+
+class _Rows(Module):
+    """(N, C, H, W) images as sequences of H rows of C*W values: (N, H, C*W)."""
+
+    def forward(self, x):
+        self._shape = x.shape
+        n, c, h, w = x.shape
+        return np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(n, h, c * w)
+
+    def backward(self, grad_out):
+        n, c, h, w = self._shape
+        return grad_out.reshape(n, h, c, w).transpose(0, 2, 1, 3)
+
+
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+
+
+class RowRNNClassifier(_Classifier):
+    """Reads an image row by row with a recurrent network; see the module docstring.
+
+    Pre-training (no labels): ``pretrain_loss(x)`` predicts row t+1 from rows
+    <= t through ``self.row_decoder`` (Linear(H, C*W)) with a per-pixel
+    binary cross-entropy on pixels in [0, 1]; ``pretrain_backward()``.
+    """
+
+    def __init__(self, hierarchy, image_shape=(1, 28, 28), hidden=128, layers=1, cell="lstm",
+                 head="multilevel", level_weights=(1.0, 1.0), schedule=None):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"RowRNNClassifier: cell must be one of {sorted(CELLS)}, got {cell!r}")
+        self.image_shape, self.cell = tuple(image_shape), cell
+        c, height, width = self.image_shape
+        self.rows = _Rows()
+        self.rnn = CELLS[cell](c * width, hidden, layers)
+        # right after the RNN, so that the pre-training parameters (rnn + row_decoder)
+        # are one contiguous slice of the flat buffer: one optimizer kernel, no repacking
+        self.row_decoder = Linear(hidden, c * width)
+        self.last = _LastStep(self.rnn)
+        self.norm = BatchNorm1d(hidden)
+        self.backbone = Sequential(self.rows, self.last, self.norm)
+        self.pretrain_criterion = BCEWithLogitsLoss()
+        self._make_head(hidden, hierarchy, head, level_weights, schedule)
+
+    def extra_repr(self):
+        return f"cell={self.cell!r}, head={self.head_kind!r}, labels={self.hierarchy.num_labels}"
+
+    def pretrain_loss(self, x):
+        """Autoregressive loss of the image: predict row t+1 from rows <= t (mean BCE per pixel)."""
+        self._check_images(x)
+        sequence = self.rows(x)                         # (N, H, C*W)
+        output, _ = self.rnn(sequence[:, :-1])          # reads rows 0 .. H-2
+        self._pre_shape = output.shape
+        logits = self.row_decoder(output.reshape(-1, output.shape[-1]))
+        target = sequence[:, 1:].reshape(logits.shape)  # rows 1 .. H-1
+        return self.pretrain_criterion(logits, np.clip(target, 0, 1).astype(logits.dtype))
+
+    def pretrain_backward(self, grad=1.0):
+        grad_logits = self.pretrain_criterion.backward(grad)
+        grad_output = self.row_decoder.backward(grad_logits).reshape(self._pre_shape)
+        self.rnn.backward(grad_output)

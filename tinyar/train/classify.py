@@ -1,0 +1,286 @@
+"""Training and evaluating the multi-level classifier (``tinyar classify``).
+
+    images -> (optional) autoregressive pre-training of the row RNN, no labels
+           -> supervised training with a flat or multi-level head on a fraction of the labels
+           -> per-level metrics, confusion matrices, checkpoint, in a run folder
+
+Data: ``glyphs`` (rendered by tinyar, offline), ``mnist``, ``fashion-mnist``,
+``cifar10``, ``cifar100`` (downloaded once, or placed by hand under
+``$TINYAR_DATA``), or a ``.npz`` file with ``x_train, y_train, x_test, y_test``
+(images (N, C, H, W) or (N, H, W), integer labels) plus ``--hierarchy FILE.json``.
+"""
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .. import checkpoint
+from ..data import Augment, flip_allowed, hierarchy_for, load_images, make_glyphs
+from ..data.hierarchy import ClassHierarchy
+from ..errors import CheckpointError, ShapeError
+from ..inspect.confusion import plot_level_confusions
+from ..models.classifiers import CNNClassifier, RowRNNClassifier
+from ..nn.multilevel import LevelWeightSchedule
+from ..optim import SGD, Adam, AdamW, clip_grad_norm_
+from ..optim.lr_scheduler import CosineAnnealingLR
+from ..progress import ProgressBar
+from ..random import generator, manual_seed
+from .metrics import format_report, hierarchical_report
+
+OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
+
+
+@dataclass
+class ClassifyConfig:
+    data: str = "glyphs"
+    hierarchy: str = ""          # JSON mapping for data given by path
+    train_size: int = 20_000     # glyphs: how many to render
+    test_size: int = 4_000
+    label_fraction: float = 1.0  # use only this fraction of the training labels
+    model: str = "cnn"
+    arch: str = "lenet"
+    cell: str = "lstm"
+    hidden: int = 128
+    head: str = "multilevel"
+    decode: str = "joint"
+    level_weights: list = field(default_factory=lambda: [1.0, 1.0])
+    weight_schedule: str = ""    # e.g. "0:0.9,0.1;2:0.5,0.5;4:0.1,0.9"
+    epochs: int = 3
+    batch: int = 64
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    clip: float = 5.0
+    augment: bool = False
+    pretrain_steps: int = 0
+    pretrain_lr: float = 2e-3
+    device: str = "cpu"
+    seed: int = 0
+    out: str = ""
+
+
+def _float_images(x):
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise ShapeError(f"classify: expected images (N, C, H, W) or (N, H, W), got {x.shape}")
+    return (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+def load_dataset(config):
+    """(x_train, y_train, x_test, y_test, hierarchy, name) as float32 images in [0, 1]."""
+    name = config.data
+    if name == "glyphs":
+        x_train, y_train = make_glyphs(config.train_size, seed=config.seed)
+        x_test, y_test = make_glyphs(config.test_size, seed=config.seed + 10_000)
+        return x_train, y_train, x_test, y_test, hierarchy_for("glyphs"), name
+    if name in ("mnist", "fashion-mnist", "cifar10", "cifar100", "emnist"):
+        x_train, y_train = load_images(name, "train")
+        x_test, y_test = load_images(name, "test")
+        return (_float_images(x_train), y_train, _float_images(x_test), y_test,
+                hierarchy_for(name), name)
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"classify: --data {name!r} is neither a known data set (glyphs, "
+                                f"mnist, fashion-mnist, cifar10, cifar100) nor an existing file")
+    with np.load(name, allow_pickle=False) as f:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
+        if missing:
+            raise ShapeError(f"classify: {name} lacks arrays {missing}; expected x_train, y_train, "
+                             f"x_test, y_test")
+        x_train, y_train = _float_images(f["x_train"]), f["y_train"].astype(np.int64)
+        x_test, y_test = _float_images(f["x_test"]), f["y_test"].astype(np.int64)
+    num_labels = int(max(y_train.max(), y_test.max())) + 1
+    hierarchy = hierarchy_for(config.hierarchy, labels=num_labels) if config.hierarchy else \
+        ClassHierarchy(np.zeros(num_labels, np.int64))
+    return x_train, y_train, x_test, y_test, hierarchy, os.path.basename(name)
+
+
+def check_labels(hierarchy, y, what):
+    if y.size and (y.min() < 0 or y.max() >= hierarchy.num_labels):
+        bad = int(y.min()) if y.min() < 0 else int(y.max())
+        raise ShapeError(f"classify: {what} label {bad} is outside the hierarchy's "
+                         f"{hierarchy.num_labels} labels")
+
+
+def parse_schedule(text):
+    if not text:
+        return None
+    milestones = []
+    for part in text.split(";"):
+        start, weights = part.split(":")
+        wc, wf = weights.split(",")
+        milestones.append((int(start), (float(wc), float(wf))))
+    return LevelWeightSchedule(milestones)
+
+
+def build_model(config, hierarchy, image_shape):
+    schedule = parse_schedule(config.weight_schedule)
+    if config.model == "cnn":
+        return CNNClassifier(hierarchy, image_shape, config.arch, config.head,
+                             tuple(config.level_weights), schedule)
+    if config.model == "rnn":
+        return RowRNNClassifier(hierarchy, image_shape, config.hidden, 1, config.cell, config.head,
+                                tuple(config.level_weights), schedule)
+    raise ValueError(f"classify: --model must be 'cnn' or 'rnn', got {config.model!r}")
+
+
+def labelled_subset(y, fraction, rng):
+    """Indices of a class-stratified ``fraction`` of the training set (at least one per class)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"classify: --label-fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return np.arange(y.size)
+    keep = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        k = max(1, int(round(fraction * members.size)))
+        keep.append(rng.choice(members, size=k, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def pretrain(model, x, steps, batch, lr, quiet=False):
+    """Autoregressive pre-training of the row RNN on unlabelled images."""
+    if not isinstance(model, RowRNNClassifier):
+        raise ValueError("classify: --pretrain-steps needs --model rnn (the row-by-row classifier)")
+    params = model.rnn.parameters() + model.row_decoder.parameters()
+    optimizer = Adam(params, lr=lr)
+    rng, losses = generator(), []
+    with ProgressBar(steps, "pretrain", unit="step", disable=quiet) as bar:
+        for _ in range(steps):
+            idx = rng.integers(0, x.shape[0], batch)
+            loss = model.pretrain_loss(x[idx])
+            model.zero_grad()
+            model.pretrain_backward()
+            clip_grad_norm_(params, 5.0)
+            optimizer.step()
+            losses.append(loss)
+            bar.update(1, loss=loss)
+    return losses
+
+
+def evaluate(model, x, y, hierarchy, decode):
+    coarse, fine = model.predict_levels(x, decode)
+    return hierarchical_report(hierarchy, y, fine, coarse if model.head_kind == "multilevel"
+                               else None)
+
+
+def train_classifier(config: ClassifyConfig, quiet=False):
+    """Train, evaluate and save; returns (run folder, final report)."""
+    manual_seed(config.seed)
+    x_train, y_train, x_test, y_test, hierarchy, name = load_dataset(config)
+    check_labels(hierarchy, y_train, "training")
+    check_labels(hierarchy, y_test, "test")
+    folder = config.out or os.path.join("runs", time.strftime("classify-%Y%m%d-%H%M%S"))
+    config.out = folder
+    os.makedirs(folder, exist_ok=True)
+    model = build_model(config, hierarchy, x_train.shape[1:])
+    if config.device != "cpu":
+        model.to(config.device)
+    rng = generator()
+    history, pre_losses = [], []
+    if config.pretrain_steps:
+        pre_losses = pretrain(model, x_train, config.pretrain_steps, config.batch,
+                              config.pretrain_lr, quiet)
+    labelled = labelled_subset(y_train, config.label_fraction, rng)
+    xs, ys = x_train[labelled], y_train[labelled]
+    augment = Augment.for_dataset(name) if config.augment and name in ("glyphs", "mnist",
+                                                                         "fashion-mnist",
+                                                                         "cifar10", "cifar100") \
+        else None
+    if augment is not None and augment.hflip and not flip_allowed(name):
+        augment = None
+    steps_per_epoch = max(1, int(np.ceil(xs.shape[0] / config.batch)))
+    total = steps_per_epoch * config.epochs
+    # every parameter (the row decoder of pre-training gets zero gradients, so Adam
+    # leaves it as it is), so the optimizer works on the model's whole flat buffer
+    params = model.parameters()
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"classify: --optimizer must be one of {sorted(OPTIMIZERS)}")
+    opt_kwargs = {"lr": config.lr, "momentum": 0.9} if config.optimizer == "sgd" else \
+        {"lr": config.lr}
+    optimizer = OPTIMIZERS[config.optimizer](params, **opt_kwargs)
+    scheduler = CosineAnnealingLR(optimizer, T_max=max(total, 2), warmup_steps=min(100, total // 10))
+    if not quiet:
+        print(f"tinyar classify: {name}, {xs.shape[0]:,} labelled training images "
+              f"({config.label_fraction:.0%}), {x_test.shape[0]:,} test images, "
+              f"{hierarchy}, model {model} with {model.num_parameters():,} parameters -> {folder}")
+    started, step = time.perf_counter(), 0
+    bar = ProgressBar(total, "classify", unit="step", rate_unit="img", rate_scale=config.batch,
+                      disable=quiet)
+    try:
+        for epoch in range(config.epochs):
+            model.set_epoch(epoch)
+            order = rng.permutation(xs.shape[0])
+            for start in range(0, xs.shape[0], config.batch):
+                idx = order[start:start + config.batch]
+                xb = xs[idx] if augment is None else augment(xs[idx]).astype(np.float32)
+                loss = model.loss(xb, ys[idx])
+                model.zero_grad()
+                model.backward()
+                if config.clip > 0:
+                    clip_grad_norm_(params, config.clip)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                history.append({"step": step, "epoch": epoch, "loss": loss,
+                                "lr": optimizer.param_groups[0]["lr"]})
+                bar.update(1, loss=loss)
+            report = evaluate(model, x_test, y_test, hierarchy, config.decode)
+            history[-1].update(test_coarse_accuracy=report["coarse"]["accuracy"],
+                               test_fine_accuracy=report["fine"]["accuracy"])
+            bar.write(f"epoch {epoch + 1}: test accuracy coarse {report['coarse']['accuracy']:.3f}, "
+                      f"fine {report['fine']['accuracy']:.3f}")
+    except KeyboardInterrupt:
+        bar.close()
+        save_run(folder, model, config, hierarchy, history, None, pre_losses)
+        print(f"\ninterrupted: checkpoint saved in {folder}")
+        raise
+    bar.close()
+    report = evaluate(model, x_test, y_test, hierarchy, config.decode)
+    report["train_seconds"] = time.perf_counter() - started
+    save_run(folder, model, config, hierarchy, history, report, pre_losses)
+    if not quiet:
+        print(format_report(report))
+        print(f"saved model.npz, metrics.json, log.json, confusion_*.png, loss_curve.png in {folder}")
+    return folder, report
+
+
+def save_run(folder, model, config, hierarchy, history, report, pre_losses):
+    from ..inspect.plots import plot_curves
+    meta = {"config": asdict(config), "hierarchy": hierarchy.to_dict(), "kind": "classifier"}
+    checkpoint.save(model, os.path.join(folder, "model.npz"), meta=meta)
+    with open(os.path.join(folder, "log.json"), "w") as f:
+        json.dump({"config": asdict(config), "history": history, "pretrain_losses": pre_losses}, f)
+    if report is not None:
+        with open(os.path.join(folder, "metrics.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        plot_level_confusions(folder, report, hierarchy)
+    if history:
+        steps = [r["step"] for r in history]
+        plot_curves(os.path.join(folder, "loss_curve.png"),
+                    {"train": (steps, [r["loss"] for r in history])},
+                    title="classifier loss", smoothing=max(1, len(steps) // 50))
+
+
+def evaluate_run(folder, data=None, decode=None, quiet=False):
+    path = os.path.join(folder, "model.npz")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{folder!r} is not a tinyar classify run folder: no model.npz")
+    _, header = checkpoint.read(path)
+    meta = header["meta"]
+    config = ClassifyConfig(**meta["config"])
+    if data:
+        config.data = data
+    hierarchy = ClassHierarchy.from_dict(meta["hierarchy"])
+    _, _, x_test, y_test, data_hierarchy, _ = load_dataset(config)
+    if data_hierarchy.num_labels != hierarchy.num_labels:
+        raise ShapeError(f"classify --eval: the run was trained on {hierarchy.num_labels} labels, "
+                         f"the data {config.data!r} has {data_hierarchy.num_labels}")
+    model = build_model(config, hierarchy, x_test.shape[1:])
+    checkpoint.load(model, path)
+    report = evaluate(model, x_test, y_test, hierarchy, decode or config.decode)
+    if not quiet:
+        print(format_report(report))
+    return report
