@@ -1,0 +1,391 @@
+"""``Recorder``: numbers about a model while it trains, without changing its code.
+
+What it measures, at every ``every``-th optimizer step:
+
+per parameter (read at ``recorder.step()``, which you call right after
+``optimizer.step()``):
+
+    grad_norm      ||g||_2 of the gradient the optimizer just used (after clipping)
+    grad_mean_abs  mean |g|,  grad_max_abs  max |g|     (the "gradient flow" bars)
+    param_norm     ||w||_2 after the update
+    update_ratio   ||w_after - w_before|| / ||w_before||
+
+The update ratio is the learning rate as the weights feel it: around 1e-3
+per step is the usual rule of thumb; 1e-1 means the weights are being
+thrown about, 1e-6 that they hardly move. To measure it the recorder keeps
+one copy of the weights from before the update (one preallocated buffer,
+refreshed only before recorded steps).
+
+per module (its forward output, all calls in the step pooled):
+
+    mean, std      of the output values
+    dead           fraction of exact zeros (ReLU / relu RNN outputs)
+    dead_units     fraction of units (last axis) that are zero for every row
+    saturated      fraction in the flat part: |y| > 0.97 for tanh, y < 0.03 or
+                   y > 0.97 for sigmoid; a saturated unit passes almost no gradient
+    grad_norm      ||dL/d(output)||, read as the gradient passes through backward
+
+and, at the steps listed in ``histogram_steps``, histograms of every
+module's output and every parameter's gradient.
+
+How it attaches: it sets an instance attribute ``forward`` (and
+``backward``) on each module, a ``_Hook`` that shadows the class's method,
+calls the original and shows the recorder the result (the incoming
+gradient). ``detach()`` deletes the attributes again, and the model is as it
+was; a deep copy of a watched model (``gradcheck`` makes one) gets plain
+methods. Only numbers are kept (sums and counts during a step, a few floats
+per step afterwards), so it is cheap enough to leave on.
+
+    recorder = Recorder(model, every=10, histogram_steps=(1, 100, 1000))
+    for step in ...:
+        loss = model.loss(x, y); model.zero_grad(); model.backward()
+        optimizer.step()
+        recorder.step()
+    recorder.save("runs/x/recorder.json");  recorder.detach()
+
+Forwards run for evaluation inside a step are pooled with the training
+forward; wrap them in ``with recorder.paused():`` to leave them out.
+"""
+import contextlib
+import copy
+import json
+import math
+import os
+
+import numpy as np
+
+#: How far into the flat part of a squashing function counts as saturated.
+TANH_SATURATION = 0.97
+SIGMOID_LOW, SIGMOID_HIGH = 0.03, 0.97
+
+
+def _host(a):
+    """A NumPy view or copy of an array on any backend."""
+    if isinstance(a, np.ndarray):
+        return a
+    from ..backend import backend_of
+    return np.asarray(backend_of(a).to_host(a))
+
+
+def _first_array(value):
+    """The first array in a module's output: ``y``, or ``output`` of ``(output, state)``."""
+    if isinstance(value, (tuple, list)):
+        return _first_array(value[0]) if value else None
+    if hasattr(value, "shape") and hasattr(value, "dtype") and np.ndim(value) > 0:
+        return value
+    return None
+
+
+def output_kind(module):
+    """Which special statistic a module's output gets: 'relu', 'tanh', 'sigmoid' or None."""
+    name = type(module).__name__
+    if name in ("ReLU", "Tanh", "Sigmoid"):
+        return name.lower()
+    if name == "RNN":  # h_t = act(...)
+        return getattr(module, "nonlinearity", "tanh")
+    return None
+
+
+def _sum_of_squares(a):
+    """sum(a^2) with one BLAS dot and no temporary array."""
+    v = np.ravel(a)
+    return float(np.dot(v, v))
+
+
+def activation_stats(y, kind=None):
+    """Sums and counts of one output array (pooled over calls, finished by ``finish_stats``)."""
+    y = _host(y)
+    stats = {"n": y.size, "sum": float(y.sum(dtype=np.float64)), "sumsq": _sum_of_squares(y)}
+    if kind == "relu":
+        zero = y == 0
+        stats["special"] = int(np.count_nonzero(zero))
+        if y.ndim >= 2:
+            units = zero.reshape(-1, y.shape[-1]).all(axis=0)
+            stats["dead_units"] = float(units.mean())
+    elif kind == "tanh":
+        stats["special"] = int(np.count_nonzero(np.abs(y) > TANH_SATURATION))
+    elif kind == "sigmoid":
+        stats["special"] = int(np.count_nonzero((y < SIGMOID_LOW) | (y > SIGMOID_HIGH)))
+    return stats
+
+
+def _merge(total, stats):
+    if total is None:
+        return dict(stats)
+    for key in ("n", "sum", "sumsq", "special"):
+        if key in stats:
+            total[key] = total.get(key, 0) + stats[key]
+    if "dead_units" in stats:  # a unit is dead only if it was dead in every call
+        total["dead_units"] = min(total.get("dead_units", 1.0), stats["dead_units"])
+    return total
+
+
+def finish_stats(total, kind):
+    """mean, std, and dead or saturated fractions from pooled sums."""
+    n = max(total["n"], 1)
+    mean = total["sum"] / n
+    out = {"mean": mean, "std": math.sqrt(max(total["sumsq"] / n - mean * mean, 0.0))}
+    if kind == "relu":
+        out["dead"] = total.get("special", 0) / n
+        out["dead_units"] = total.get("dead_units")
+    elif kind in ("tanh", "sigmoid"):
+        out["saturated"] = total.get("special", 0) / n
+    return out
+
+
+def histogram(values, bins=30):
+    """{"counts", "edges"} of the finite values of an array (JSON-ready lists)."""
+    v = _host(values).astype(np.float64, copy=False).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"counts": [], "edges": []}
+    lo, hi = float(v.min()), float(v.max())
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    return {"counts": counts.tolist(), "edges": edges.tolist()}
+
+
+def _clean(x):
+    """NaN and infinities as None, so the JSON is strict."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+class Recorder:
+    """Attach to ``model``; call ``step()`` after every ``optimizer.step()``.
+
+    ``every``: record steps 1, 1 + every, 1 + 2 every, ... and the histogram
+    steps (the other steps cost nothing but a counter). ``activations``: also
+    wrap the modules' forward/backward for output statistics.
+    ``histogram_steps``: the steps (counting from 1) at which histograms are
+    taken; ``bins`` per histogram. ``modules``: which modules to watch:
+    "leaves" (modules without children, the default) or "all".
+
+    Cost of a recorded step: about three passes over the parameters in
+    ``step()`` (norms, the weight copy, the update) and two over each watched
+    module's output and output gradient; steps that are not recorded cost a
+    counter and one flag test per module call.
+    """
+
+    def __init__(self, model, every=1, activations=True, histogram_steps=(), bins=30,
+                 modules="leaves"):
+        if int(every) < 1:
+            raise ValueError(f"Recorder: every must be at least 1, got {every}")
+        if modules not in ("leaves", "all"):
+            raise ValueError(f"Recorder: modules must be 'leaves' or 'all', got {modules!r}")
+        self.model = model
+        self.every = int(every)
+        self.bins = int(bins)
+        self.histogram_steps = sorted({int(s) for s in histogram_steps})
+        self.steps = []  # the recorded step numbers
+        self.params = dict(model.named_parameters())
+        self.param_series = {name: {k: [] for k in ("grad_norm", "grad_mean_abs", "grad_max_abs",
+                                                    "param_norm", "update_ratio")}
+                             for name in self.params}
+        self.module_series = {}  # name -> {"type", "kind", series...}
+        self.histograms = []  # {"step", "kind": "activation"|"gradient", "name", counts, edges}
+        self._step = 1  # the step now running (counting from 1)
+        self._pending = {}  # name -> pooled forward sums of this step
+        self._pending_grad = {}  # name -> sum of squares of dL/d(output) of this step
+        self._pending_hist = {}
+        self._paused = 0
+        self._before = None  # the weights before the update of step _before_step
+        self._before_step = None
+        self._wrapped = []  # (module, attribute, what was there before)
+        if activations:
+            self._attach(modules)
+        self._snapshot()
+
+    # --- attaching ---------------------------------------------------------------
+    def _attach(self, which):
+        named = list(self.model.named_modules())
+        for name, module in named:
+            if which == "leaves" and module._modules:
+                continue
+            label = name or type(module).__name__
+            kind = output_kind(module)
+            self.module_series[label] = {"type": type(module).__name__, "kind": kind}
+            self._wrap(module, "forward", self._forward_wrapper(module, label, kind))
+            self._wrap(module, "backward", self._backward_wrapper(module, label))
+
+    def _wrap(self, module, attribute, wrapper):
+        before = module.__dict__.get(attribute, _ABSENT)
+        object.__setattr__(module, attribute, wrapper)
+        self._wrapped.append((module, attribute, before))
+
+    def _forward_wrapper(self, module, label, kind):
+        def watch(result):
+            y = _first_array(result)
+            if y is not None and np.issubdtype(y.dtype, np.floating):
+                self._pending[label] = _merge(self._pending.get(label), activation_stats(y, kind))
+                if self._step in self.histogram_steps and label not in self._pending_hist:
+                    self._pending_hist[label] = histogram(y, self.bins)
+
+        return _Hook(self, module.forward, after=watch)
+
+    def _backward_wrapper(self, module, label):
+        def watch(args):
+            g = _first_array(args[0]) if args else None
+            if g is not None:
+                self._pending_grad[label] = self._pending_grad.get(label, 0.0) + \
+                    _sum_of_squares(_host(g))
+
+        return _Hook(self, module.backward, before=watch)
+
+    def detach(self):
+        """Remove every wrapper: the modules behave exactly as before."""
+        for module, attribute, before in reversed(self._wrapped):
+            if before is _ABSENT:
+                module.__dict__.pop(attribute, None)
+            else:
+                object.__setattr__(module, attribute, before)
+        self._wrapped = []
+        return self
+
+    @property
+    def attached(self):
+        return bool(self._wrapped)
+
+    # --- stepping ----------------------------------------------------------------
+    def records(self, step):
+        """Whether step ``step`` (counting from 1) is recorded: every ``every``-th from the
+        first, and the histogram steps."""
+        return (step - 1) % self.every == 0 or step in self.histogram_steps
+
+    @property
+    def recording(self):
+        """Whether the step now running is recorded (and not paused)."""
+        return not self._paused and self.records(self._step)
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Forwards and backwards inside this block are not recorded (evaluation)."""
+        self._paused += 1
+        try:
+            yield self
+        finally:
+            self._paused -= 1
+
+    def _snapshot(self):
+        """Copy the weights if the coming update is to be measured."""
+        if not self.records(self._step):
+            return
+        if self._before is None:
+            self._before = {name: np.array(_host(p.data)) for name, p in self.params.items()}
+        else:
+            for name, p in self.params.items():
+                np.copyto(self._before[name], _host(p.data))
+        self._before_step = self._step
+
+    def step(self):
+        """Close the step that just ended (call right after ``optimizer.step()``)."""
+        if self.records(self._step):
+            self._record_step()
+        self._pending, self._pending_grad, self._pending_hist = {}, {}, {}
+        self._step += 1
+        self._snapshot()
+
+    def _record_step(self):
+        step = self._step
+        self.steps.append(step)
+        take_hist = step in self.histogram_steps
+        for name, p in self.params.items():
+            g, w = _host(p.grad), _host(p.data)
+            series = self.param_series[name]
+            series["grad_norm"].append(_clean(math.sqrt(_sum_of_squares(g))))
+            series["grad_mean_abs"].append(
+                _clean(np.abs(g).sum(dtype=np.float64) / g.size) if g.size else None)
+            series["grad_max_abs"].append(_clean(max(g.max(), -g.min())) if g.size else None)
+            series["param_norm"].append(_clean(math.sqrt(_sum_of_squares(w))))
+            ratio = None
+            if self._before is not None and self._before_step == step:
+                w0 = self._before[name]
+                w0_norm = math.sqrt(_sum_of_squares(w0))
+                if w0_norm > 0:
+                    ratio = _clean(math.sqrt(_sum_of_squares(w - w0)) / w0_norm)
+            series["update_ratio"].append(ratio)
+            if take_hist:
+                self.histograms.append({"step": step, "kind": "gradient", "name": name,
+                                        **histogram(g, self.bins)})
+        for label, series in self.module_series.items():
+            total = self._pending.get(label)
+            values = finish_stats(total, series["kind"]) if total is not None else {}
+            for key in ("mean", "std", "dead", "dead_units", "saturated"):
+                if key in values or key in series:
+                    series.setdefault(key, [None] * (len(self.steps) - 1))
+                    series[key].append(_clean(values.get(key)))
+            sq = self._pending_grad.get(label)
+            series.setdefault("grad_norm", [None] * (len(self.steps) - 1))
+            series["grad_norm"].append(None if sq is None else _clean(math.sqrt(sq)))
+        for label, hist in self._pending_hist.items():
+            self.histograms.append({"step": step, "kind": "activation", "name": label, **hist})
+
+    # --- results -------------------------------------------------------------------
+    def to_dict(self):
+        """Everything recorded, as JSON-ready lists (None where there was no value)."""
+        modules = {}
+        for label, series in self.module_series.items():
+            n = len(self.steps)
+            modules[label] = {k: (v + [None] * (n - len(v)) if isinstance(v, list) else v)
+                              for k, v in series.items()}
+        return {"every": self.every, "steps": list(self.steps),
+                "parameters": {n: {k: list(v) for k, v in s.items()}
+                               for n, s in self.param_series.items()},
+                "parameter_shapes": {n: list(p.shape) for n, p in self.params.items()},
+                "activations": modules, "histograms": list(self.histograms)}
+
+    def save(self, path):
+        """Write ``to_dict()`` as JSON (to a temporary name, then renamed)."""
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, allow_nan=False)
+        os.replace(tmp, path)
+        return path
+
+    @staticmethod
+    def load(path):
+        """The dict a ``save`` wrote."""
+        with open(path) as f:
+            return json.load(f)
+
+    def __repr__(self):
+        return (f"Recorder(every={self.every}, parameters={len(self.params)}, "
+                f"modules={len(self.module_series)}, recorded_steps={len(self.steps)}, "
+                f"attached={self.attached})")
+
+
+class _Hook:
+    """What stands in for a module's ``forward`` or ``backward`` while it is watched:
+    calls the original and shows the recorder its arguments (``before``) or its result
+    (``after``). A deep copy of a watched module gets the plain method back (bound to
+    the copy), so copies neither record nor call into the original."""
+
+    def __init__(self, recorder, original, before=None, after=None):
+        self.recorder, self.original = recorder, original
+        self.before, self.after = before, after
+        self.__wrapped__ = original
+
+    def __call__(self, *args, **kwargs):
+        recording = self.recorder.recording
+        if recording and self.before is not None:
+            self.before(args)
+        result = self.original(*args, **kwargs)
+        if recording and self.after is not None:
+            self.after(result)
+        return result
+
+    def __deepcopy__(self, memo):
+        return copy.deepcopy(self.original, memo)
+
+
+class _Absent:
+    def __repr__(self):
+        return "<absent>"
+
+
+_ABSENT = _Absent()
