@@ -1,0 +1,252 @@
+"""Convolution kernels: im2col / col2im copy loops; the products go to BLAS.
+
+Why im2col + BLAS and not a direct loop. Measured on the development machine
+(2-core Xeon with AVX-512, one thread, CPU time) for Conv2d 32 -> 64
+channels, 3x3, batch 64, 13x13 (LeNet's second convolution): im2col 1.0 ms,
+the product 2.5 ms; ../shared/NUMBA_NOTES.md has, at batch 8, 32x32,
+im2col + BLAS 15.7 ms against 202 ms for a direct ``prange`` loop. A direct
+loop does the same multiply-adds at a fraction of BLAS's speed; im2col
+costs one copy of the input per kernel tap and buys BLAS's speed.
+
+How the loops are written. Both kernels walk flat arrays with *unsigned*
+indices: a signed index makes Numba emit a negative-index wraparound check
+that stops LLVM from vectorising the copy (runs of 11 floats: 0.94 ms with
+signed indices, 0.56 ms unsigned, 0.60 ms for NumPy's memcpy of the same
+bytes). Each copy run is one output row ``ow = lo .. hi-1`` of one kernel
+tap; [lo, hi) is the part that reads inside the input, the rest is padding
+(zeros in im2col, dropped in col2im), worked out once per tap.
+Views (``x[n, c, h]``) inside the loops were 2x slower again: every view
+costs a reference-count update.
+
+Serial on purpose (``backend/threads.py``): the products around these copies
+use both cores through BLAS.
+"""
+import numpy as np
+from numba import njit, uint64
+
+from ._util import FASTMATH, contiguous
+
+__all__ = ["im2col", "col2im", "to_batch_major", "to_channel_major", "add_channel_bias",
+           "channel_sums"]
+
+
+def _output_size(size, kernel, stride, pad_before, pad_after, dilation):
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@njit(cache=True)
+def _inside(offset, stride, size, count):
+    """[lo, hi): the outputs k in [0, count) with 0 <= k * stride + offset < size."""
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    hi = 0 if size - offset <= 0 else (size - offset + stride - 1) // stride
+    hi = min(hi, count)
+    return min(lo, hi), hi
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _im2col(x, shape, kernel, stride, padding, dilation, out_h, out_w, cols):
+    """x: flat (N, C, H, W); cols: flat (C*kh*kw, N*out_h*out_w)."""
+    n_batch, channels, height, width = shape
+    kh, kw = kernel
+    sh, sw = stride
+    top, left = padding
+    dh, dw = dilation
+    zero = x.dtype.type(0)
+    spatial = out_h * out_w
+    width_out = uint64(out_w)
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                offset = j * dw - left
+                lo, hi = _inside(offset, sw, width, out_w)
+                lo, hi = uint64(lo), uint64(hi)
+                for n in range(n_batch):
+                    plane = (n * channels + c) * height * width
+                    for oh in range(out_h):
+                        dst = uint64((row * n_batch + n) * spatial + oh * out_w)
+                        h = oh * sh - top + i * dh
+                        if h < 0 or h >= height:
+                            for k in range(width_out):
+                                cols[dst + k] = zero
+                            continue
+                        # may wrap around below 0: src + k * sw is exact for k >= lo
+                        src = uint64(plane + h * width + offset)
+                        for k in range(lo):
+                            cols[dst + k] = zero
+                        if sw == 1:
+                            for k in range(lo, hi):
+                                cols[dst + k] = x[src + k]
+                        else:
+                            step = uint64(sw)
+                            for k in range(lo, hi):
+                                cols[dst + k] = x[src + k * step]
+                        for k in range(hi, width_out):
+                            cols[dst + k] = zero
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _col2im(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx):
+    """The adjoint of ``_im2col``: dx (flat, zeroed here) += the columns."""
+    n_batch, channels, height, width = shape
+    kh, kw = kernel
+    sh, sw = stride
+    top, left = padding
+    dh, dw = dilation
+    spatial = out_h * out_w
+    dx[:] = 0
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                offset = j * dw - left
+                lo, hi = _inside(offset, sw, width, out_w)
+                lo, hi = uint64(lo), uint64(hi)
+                for n in range(n_batch):
+                    plane = (n * channels + c) * height * width
+                    for oh in range(out_h):
+                        h = oh * sh - top + i * dh
+                        if h < 0 or h >= height:
+                            continue
+                        src = uint64((row * n_batch + n) * spatial + oh * out_w)
+                        dst = uint64(plane + h * width + offset)
+                        if sw == 1:
+                            for k in range(lo, hi):
+                                dx[dst + k] += cols[src + k]
+                        else:
+                            step = uint64(sw)
+                            for k in range(lo, hi):
+                                dx[dst + k * step] += cols[src + k]
+
+
+def _out(out, shape, dtype):
+    if out is None:
+        return np.empty(shape, dtype)
+    if out.shape != tuple(shape) or not out.flags.c_contiguous or out.dtype != dtype:
+        raise ValueError(f"out must be a C-contiguous {np.dtype(dtype).name} array of shape "
+                         f"{tuple(shape)}, got {out.dtype} {out.shape}")
+    return out
+
+
+def _geometry(shape, kernel_size, stride, padding, dilation):
+    (kh, kw), (sh, sw), (top, bottom, left, right), (dh, dw) = (kernel_size, stride, padding,
+                                                               dilation)
+    return (_output_size(shape[2], kh, sh, top, bottom, dh),
+            _output_size(shape[3], kw, sw, left, right, dw))
+
+
+def _ints(*pairs):
+    return tuple(tuple(int(v) for v in pair) for pair in pairs)
+
+
+def im2col(x, kernel_size, stride, padding, dilation, out=None):
+    x = contiguous(x)
+    n, c = x.shape[:2]
+    out_h, out_w = _geometry(x.shape, kernel_size, stride, padding, dilation)
+    cols = _out(out, (c * kernel_size[0] * kernel_size[1], n * out_h * out_w), x.dtype)
+    if cols.size:
+        kernel, strides, dilations, pads = _ints(kernel_size, stride, dilation,
+                                                 (padding[0], padding[2]))
+        _im2col(x.reshape(-1), _ints(x.shape)[0], kernel, strides, pads, dilations, out_h,
+                out_w, cols.reshape(-1))
+    return cols
+
+
+def col2im(cols, input_shape, kernel_size, stride, padding, dilation, out=None):
+    cols = contiguous(cols)
+    out_h, out_w = _geometry(input_shape, kernel_size, stride, padding, dilation)
+    dx = _out(out, tuple(input_shape), cols.dtype)
+    if dx.size:
+        kernel, strides, dilations, pads = _ints(kernel_size, stride, dilation,
+                                                 (padding[0], padding[2]))
+        _col2im(cols.reshape(-1), _ints(input_shape)[0], kernel, strides, pads, dilations,
+                out_h, out_w, dx.reshape(-1))
+    return dx
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _to_batch_major(y, bias, out):
+    """y (C, N, P) -> out (N, C, P), + bias[c] (fused: one pass instead of two)."""
+    channels, n_batch, spatial = y.shape
+    for n in range(n_batch):
+        for c in range(channels):
+            b = bias[c]
+            for p in range(uint64(spatial)):
+                out[n, c, p] = y[c, n, p] + b
+
+
+def to_batch_major(y, batch, bias, out=None):
+    y = contiguous(y)
+    channels = y.shape[0]
+    y3 = y.reshape(channels, batch, -1)
+    out = _out(out, (batch, channels, y3.shape[2]), y.dtype)
+    bias = np.zeros(channels, y.dtype) if bias is None else contiguous(bias)
+    _to_batch_major(y3, bias, out)
+    return out
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _to_channel_major(x, grad_bias, out):
+    """x (N, C, P) -> out (C, N, P); grad_bias[c] += the sum of x[:, c, :] (fused)."""
+    n_batch, channels, spatial = x.shape
+    for n in range(n_batch):
+        for c in range(channels):
+            s = x.dtype.type(0)
+            for p in range(uint64(spatial)):
+                v = x[n, c, p]
+                out[c, n, p] = v
+                s += v
+            grad_bias[c] += s
+
+
+def to_channel_major(x, grad_bias=None, out=None):
+    x = contiguous(x)
+    n, c, p = x.shape
+    out = _out(out, (c, n * p), x.dtype)
+    if grad_bias is None:
+        grad_bias = np.zeros(c, x.dtype)
+    elif not grad_bias.flags.c_contiguous:
+        raise ValueError("grad_bias is updated in place and must be C-contiguous")
+    _to_channel_major(x, grad_bias.reshape(-1), out.reshape(c, n, p))
+    return out
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _add_channel_bias(y, bias):
+    n_batch, channels, spatial = y.shape
+    for n in range(n_batch):
+        for c in range(channels):
+            b = bias[c]
+            for p in range(uint64(spatial)):
+                y[n, c, p] += b
+
+
+def add_channel_bias(y, bias):
+    if not y.flags.c_contiguous:
+        y += bias[None, :, None]
+        return y
+    _add_channel_bias(y.reshape(y.shape[0], y.shape[1], -1), contiguous(bias))
+    return y
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _channel_sums(x, out, accumulate):
+    n_batch, channels, spatial = x.shape
+    if not accumulate:
+        out[:] = 0
+    for n in range(n_batch):
+        for c in range(channels):
+            s = x.dtype.type(0)
+            for p in range(uint64(spatial)):
+                s += x[n, c, p]
+            out[c] += s
+
+
+def channel_sums(x, out=None, accumulate=False):
+    x = contiguous(x)
+    if out is None:
+        out, accumulate = np.empty(x.shape[1], x.dtype), False
+    elif not out.flags.c_contiguous:
+        raise ValueError("out is updated in place and must be C-contiguous")
+    _channel_sums(x.reshape(x.shape[0], x.shape[1], -1), out.reshape(-1), accumulate)
+    return out

@@ -1,0 +1,347 @@
+"""``Conv1d`` and ``Conv2d``: cross-correlation as one matrix product (im2col).
+
+For Conv2d, with x padded by zeros, stride s, dilation d and g = groups,
+
+    y[n, o, oh, ow] = b[o] + sum over c, i, j of
+                      W[o, c, i, j] * x[n, c', oh*s_h + i*d_h, ow*s_w + j*d_w]
+
+where c runs over the C/g input channels of output channel o's group
+(c' = its index in x). Unroll every window of x into a column,
+
+    cols = im2col(x)      (C*kh*kw, N*Ho*Wo)   row (c, i, j), column (n, oh, ow)
+
+and the sum is a matrix product per group, Y = W.reshape(O, -1) @ cols,
+(O, N*Ho*Wo), reordered to (N, O, Ho, Wo). Backward, G = dL/dy reordered
+to (O, N*Ho*Wo), is the backward of that product (see ``linear.py``):
+
+    dL/dW    += G @ cols^T          (per group)
+    dL/db    += sum of G over its columns
+    dL/dcols  = W.reshape(O, -1)^T @ G
+    dL/dx     = col2im(dL/dcols)    every entry of a column added back to the
+                                    input it was copied from (windows overlap)
+
+Conv1d is Conv2d on (N, C, 1, L) with a (1, k) kernel.
+
+Speed (measured on the development machine, numbers in the benchmarks'
+RESULTS.md): im2col + BLAS beats a direct loop by ~10x, since BLAS runs the
+multiply-adds near the machine's peak. The batch is processed in chunks
+whose columns fit in the L2 cache (~1 MiB), so the product reads what
+im2col has just written from the cache instead of from memory; the backward
+rebuilds the columns chunk by chunk instead of keeping all of them.
+"""
+import numbers
+
+import numpy as np
+
+from ..backend import backend_of
+from ..errors import ShapeError
+from . import init
+from .checks import check_float_input, check_shape, check_size, describe
+from .module import Module
+from .parameter import Parameter
+
+# at most this many bytes of columns at once: larger batches are processed in chunks
+CHUNK_BYTES = 64 << 20
+
+
+def _pair(value, name, layer):
+    if isinstance(value, numbers.Integral):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"{layer}: {name} must be an int or a pair of ints, got {value}")
+    return value
+
+
+def _same_padding(kernel, dilation):
+    """(before, after) so that the output has the input's size (stride 1); the odd one
+    out goes after, as in PyTorch."""
+    total = dilation * (kernel - 1)
+    return total // 2, total - total // 2
+
+
+class _Conv(Module):
+    """The shared machinery; subclasses say how their input maps to (N, C, H, W)."""
+
+    _spatial_names = ("H", "W")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                 groups, bias, dtype, weight_shape):
+        super().__init__()
+        name = type(self).__name__
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.groups = int(groups)
+        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(f"{name}: in_channels ({self.in_channels}) and out_channels "
+                             f"({self.out_channels}) must both be divisible by groups "
+                             f"({self.groups})")
+        for what, value in (("kernel_size", kernel_size), ("stride", stride),
+                            ("dilation", dilation)):
+            if min(value) < 1:
+                raise ValueError(f"{name}: {what} must be positive, got {value}")
+        if min(padding) < 0:
+            raise ValueError(f"{name}: padding must be non-negative, got {padding}")
+        # (kh, kw), (sh, sw), (dh, dw) and (top, bottom, left, right), all of the 2-d view
+        self._kernel, self._stride, self._dilation, self._padding = (kernel_size, stride,
+                                                                     dilation, padding)
+        fan_in = self.in_channels // self.groups * kernel_size[0] * kernel_size[1]
+        self.weight = Parameter(init.fan_in_uniform(weight_shape, fan_in, dtype))
+        self.bias = Parameter(init.fan_in_uniform(self.out_channels, fan_in, dtype)) \
+            if bias else None
+
+    # --- shapes -------------------------------------------------------------------
+    def _as_4d(self, x):
+        raise NotImplementedError  # abstract
+
+    def _expected(self):
+        return f"(N, {self.in_channels}, " + ", ".join(self._spatial_names) + ")"
+
+    def _output_hw(self, height, width):
+        (kh, kw), (sh, sw), (dh, dw) = self._kernel, self._stride, self._dilation
+        top, bottom, left, right = self._padding
+        return ((height + top + bottom - dh * (kh - 1) - 1) // sh + 1,
+                (width + left + right - dw * (kw - 1) - 1) // sw + 1)
+
+    def _check_input(self, x):
+        check_float_input(self, x, self.weight.dtype)
+        check_shape(self, x, self._expected(), ndim=len(self._spatial_names) + 2)
+        check_size(self, x, 1, self.in_channels, self._expected())
+        x4 = self._as_4d(x)
+        (kh, kw), (dh, dw) = self._kernel, self._dilation
+        top, bottom, left, right = self._padding
+        padded = (x4.shape[2] + top + bottom, x4.shape[3] + left + right)
+        reach = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+        if padded[0] < reach[0] or padded[1] < reach[1]:
+            k = len(self._spatial_names)
+            raise ShapeError(f"{describe(self)}: input {tuple(x.shape)} is too small for the "
+                             f"kernel: padded size {padded[2 - k:]} < dilated kernel size "
+                             f"{reach[2 - k:]}")
+        return x4
+
+    def _chunks(self, batch, itemsize):
+        """(n0, n1) pieces of the batch whose columns take at most CHUNK_BYTES."""
+        rows = self.in_channels * self._kernel[0] * self._kernel[1]
+        step = max(1, min(batch, CHUNK_BYTES // max(1, rows * self._spatial * itemsize)))
+        return [(n0, min(batch, n0 + step)) for n0 in range(0, batch, step)]
+
+    def _groups(self):
+        """(output rows, column rows) of each group in W.reshape(O, -1) and in cols."""
+        o, k = self.out_channels // self.groups, self.weight.size // self.out_channels
+        return [(slice(g * o, (g + 1) * o), slice(g * k, (g + 1) * k))
+                for g in range(self.groups)]
+
+    def _per_sample(self):
+        """Multiply per sample when the output (O rows) is larger than the columns
+        (C*kh*kw rows): then reordering the output would cost more than it saves."""
+        return self.out_channels > self.weight.size // self.out_channels * self.groups
+
+    def _im2col(self, B, x4):
+        return B.im2col(x4, self._kernel, self._stride, self._padding, self._dilation)
+
+    # --- forward and backward -----------------------------------------------------
+    def forward(self, x):
+        x4 = self._check_input(x)
+        B = backend_of(x)
+        n = x4.shape[0]
+        height, width = self._output_hw(x4.shape[2], x4.shape[3])
+        self._spatial = height * width
+        y = B.empty((n, self.out_channels, self._spatial), x.dtype)
+        chunks = self._chunks(n, x.dtype.itemsize)
+        for n0, n1 in chunks:
+            cols = self._im2col(B, x4[n0:n1])
+            self._forward_chunk(B, cols, y[n0:n1])
+        # one chunk (the usual case): keep its columns for backward, else rebuild them there
+        self._x4, self._cols = x4, (cols if len(chunks) == 1 else None)
+        self._x_shape, self._y_shape = x.shape, self._output_shape(x.shape, height, width)
+        return y.reshape(self._y_shape)
+
+    def _forward_chunk(self, B, cols, y):
+        """y (n, O, P) = W @ cols (per group) + b, for a chunk of n samples."""
+        n, weight = y.shape[0], self.weight.data.reshape(self.out_channels, -1)
+        bias = None if self.bias is None else self.bias.data
+        if self._per_sample():
+            # cols viewed as (n, K, P): one product per sample, landing in y as it is
+            stacked = cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)
+            for out_rows, col_rows in self._groups():
+                B.matmul(weight[out_rows], stacked[:, col_rows], out=y[:, out_rows])
+            if bias is not None:
+                B.add_channel_bias(y, bias)
+        else:
+            # one product for the chunk, (O, n*P), then reordered to (n, O, P) with the bias
+            product = B.empty((self.out_channels, cols.shape[1]), cols.dtype)
+            for out_rows, col_rows in self._groups():
+                B.matmul(weight[out_rows], cols[col_rows], out=product[out_rows])
+            B.to_batch_major(product, n, bias, out=y)
+
+    def _output_shape(self, x_shape, height, width):
+        raise NotImplementedError  # abstract
+
+    def backward(self, grad_out):
+        if tuple(grad_out.shape) != tuple(self._y_shape):
+            raise ShapeError(f"{describe(self)}: expected a gradient of the output's shape "
+                             f"{tuple(self._y_shape)}, got {tuple(grad_out.shape)}")
+        B = backend_of(grad_out)
+        x4 = self._x4
+        grad = grad_out.reshape(x4.shape[0], self.out_channels, self._spatial)
+        dx = B.empty(x4.shape, x4.dtype)
+        for n0, n1 in self._chunks(x4.shape[0], x4.dtype.itemsize):
+            cols = self._cols if self._cols is not None else self._im2col(B, x4[n0:n1])
+            dcols = self._backward_chunk(B, grad[n0:n1], cols)
+            B.col2im(dcols, x4[n0:n1].shape, self._kernel, self._stride, self._padding,
+                     self._dilation, out=dx[n0:n1])
+        return dx.reshape(self._x_shape)
+
+    def _backward_chunk(self, B, grad, cols):
+        """Add dL/dW, dL/db of a chunk (grad: (n, O, P)) and return dL/dcols (K, n*P)."""
+        n = grad.shape[0]
+        weight = self.weight.data.reshape(self.out_channels, -1)
+        grad_weight = self.weight.grad.reshape(self.out_channels, -1)
+        grad_bias = None if self.bias is None else self.bias.grad
+        dcols = B.empty(cols.shape, cols.dtype)
+        if self._per_sample():
+            stacked = cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)  # (n, K, P)
+            dstacked = dcols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)
+            for out_rows, col_rows in self._groups():
+                g = grad[:, out_rows]
+                # dW = sum over samples of g[i] @ cols[i]^T: n products, then their sum
+                per_sample = B.matmul(g, stacked[:, col_rows].transpose(0, 2, 1))
+                B.sum_rows(per_sample.reshape(n, -1), out=grad_weight[out_rows].reshape(-1),
+                           accumulate=True)
+                B.matmul(weight[out_rows], g, out=dstacked[:, col_rows], trans_a=True)
+            if grad_bias is not None:
+                B.channel_sums(grad, out=grad_bias, accumulate=True)
+        else:
+            g = B.to_channel_major(grad, grad_bias)  # (O, n*P), and dL/db += its row sums
+            for out_rows, col_rows in self._groups():
+                B.matmul(g[out_rows], cols[col_rows], out=grad_weight[out_rows], trans_b=True,
+                         accumulate=True)
+                B.matmul(weight[out_rows], g[out_rows], out=dcols[col_rows], trans_a=True)
+        return dcols
+
+
+class Conv2d(_Conv):
+    """2-d convolution (cross-correlation, as in every framework), PyTorch's layout.
+
+    Shapes:
+        x: (N, C_in, H, W)    y: (N, C_out, Ho, Wo)
+        weight: (C_out, C_in / groups, kh, kw)    bias: (C_out,)
+        Ho = (H + 2 p_h - d_h (kh - 1) - 1) // s_h + 1   (Wo alike)
+
+    kernel_size, stride, dilation: an int or an (h, w) pair; padding: an int,
+    a pair, 'valid' (0) or 'same' (output size = input size; stride 1 only).
+    groups: the channels split into that many independent convolutions.
+    Initialisation as PyTorch: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    fan_in = C_in / groups * kh * kw. Forward and backward math: the module
+    docstring.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, dtype=np.float32):
+        kernel = _pair(kernel_size, "kernel_size", "Conv2d")
+        stride, dilation = _pair(stride, "stride", "Conv2d"), _pair(dilation, "dilation", "Conv2d")
+        shown_padding = padding if isinstance(padding, str) else _pair(padding, "padding",
+                                                                        "Conv2d")
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError("Conv2d: padding='same' needs stride 1, got stride "
+                                 f"{stride}")
+            pads = _same_padding(kernel[0], dilation[0]) + _same_padding(kernel[1], dilation[1])
+        elif padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif isinstance(padding, str):
+            raise ValueError(f"Conv2d: padding must be an int, a pair, 'valid' or 'same', "
+                             f"got {padding!r}")
+        else:
+            pads = (shown_padding[0],) * 2 + (shown_padding[1],) * 2
+        shape = (int(out_channels), int(in_channels) // max(int(groups), 1)) + kernel
+        super().__init__(in_channels, out_channels, kernel, stride, pads, dilation, groups, bias,
+                         dtype, shape)
+        # as given, for printing (the base class keeps the 2-d view of them)
+        self.kernel_size, self.stride, self.dilation = kernel, stride, dilation
+        self.padding = shown_padding
+
+    def extra_repr(self):
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " \
+               f"stride={self.stride}"
+        if self.padding not in ((0, 0), "valid"):
+            text += f", padding={self.padding!r}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + ("" if self.bias is not None else ", bias=False")
+
+    def _as_4d(self, x):
+        return x
+
+    def _output_shape(self, x_shape, height, width):
+        return (x_shape[0], self.out_channels, height, width)
+
+
+class Conv1d(_Conv):
+    """1-d convolution over (N, C, L), PyTorch's layout, with causal padding.
+
+    Shapes:
+        x: (N, C_in, L)    y: (N, C_out, Lo)
+        weight: (C_out, C_in / groups, k)    bias: (C_out,)
+        Lo = (L + p_left + p_right - d (k - 1) - 1) // s + 1
+
+    padding: an int p (p zeros on each side), 'valid' (0), 'same' (Lo = L,
+    stride 1 only) or 'causal': d * (k - 1) zeros on the left only, so that
+    Lo = L (stride 1) and y[t] depends on x[<= t] alone, as in WaveNet and
+    temporal convolutional networks. With stride s, y[t] sees x[<= t * s].
+
+    Computed as Conv2d on (N, C, 1, L) with a (1, k) kernel (the module
+    docstring has the math). Initialisation as PyTorch: U(+-1/sqrt(fan_in)),
+    fan_in = C_in / groups * k.
+    """
+
+    _spatial_names = ("L",)
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, dtype=np.float32):
+        kernel, stride, dilation = (_single(kernel_size, "kernel_size"), _single(stride, "stride"),
+                                    _single(dilation, "dilation"))
+        if padding == "causal":
+            pads = (dilation * (kernel - 1), 0)  # (left, right)
+        elif padding == "same":
+            if stride != 1:
+                raise ValueError(f"Conv1d: padding='same' needs stride 1, got stride {stride}")
+            pads = _same_padding(kernel, dilation)
+        elif padding == "valid":
+            pads = (0, 0)
+        elif isinstance(padding, str):
+            raise ValueError(f"Conv1d: padding must be an int, 'valid', 'same' or 'causal', "
+                             f"got {padding!r}")
+        else:
+            pads = (_single(padding, "padding", minimum=0),) * 2
+        shape = (int(out_channels), int(in_channels) // max(int(groups), 1), kernel)
+        super().__init__(in_channels, out_channels, (1, kernel), (1, stride), (0, 0) + pads,
+                         (1, dilation), groups, bias, dtype, shape)
+        self.kernel_size, self.stride, self.dilation = (kernel,), (stride,), (dilation,)
+        self.padding = padding if isinstance(padding, str) else (pads[0],)
+
+    def extra_repr(self):
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " \
+               f"stride={self.stride}"
+        if self.padding not in ((0,), "valid"):
+            text += f", padding={self.padding!r}"
+        if self.dilation != (1,):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + ("" if self.bias is not None else ", bias=False")
+
+    def _as_4d(self, x):
+        return x.reshape(x.shape[0], x.shape[1], 1, x.shape[2])
+
+    def _output_shape(self, x_shape, height, width):
+        return (x_shape[0], self.out_channels, width)
+
+
+def _single(value, name, minimum=1):
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"Conv1d: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
