@@ -21,9 +21,10 @@ Training loss for a batch of M rows h (M, H) with targets y (M,):
     L = (w_c * sum_m -log P(c_m | h_m) + w_f * sum_m -log P(y_m | c_m, h_m)) / M
 
 with level weights w_c, w_f (1 and 1 by default: then L is exactly the
-cross-entropy of the full factored distribution). Forward groups the rows by
+cross-entropy of the full factored distribution). Forward sorts the rows by
 their target's class, so each class present in the batch costs one BLAS
-product with its block of ``fine.weight``.
+product with its block of ``fine.weight``; the loop over the classes is one
+compiled kernel (``backend/cpu/multilevel.py``), not Python.
 
 Backward (z = logits of one softmax, p = softmax(z), e = one-hot of the target):
     dL/dz = w (p - e) / M    for the coarse softmax and for each row's class softmax
@@ -106,22 +107,20 @@ class MultiLevelSoftmax(Module):
         B.add_bias(z, self.coarse.bias.data)
         coarse_losses, coarse_max, coarse_logsum = B.cross_entropy_forward(z, classes)
 
-        # fine level: rows grouped by class, one product per class present
+        # fine level: rows sorted by class, then one compiled loop over the classes
+        # present (one BLAS product and one in-place softmax per class block)
         by_class = np.argsort(classes, kind="stable")
-        present, first = np.unique(classes[by_class], return_index=True)
-        bounds = np.append(first, M)
+        sorted_classes = classes[by_class]
+        present, first = np.unique(sorted_classes, return_index=True)
+        groups = np.stack([first, np.append(first[1:], M), self._starts[present],
+                           self._starts[present + 1]], axis=1)
+        h_sorted = h[by_class]
+        local = self._local[targets[by_class]]
+        sorted_losses, probs = B.multilevel_fine_forward(h_sorted, self.fine.weight.data,
+                                                          self.fine.bias.data, groups, local)
         fine_losses = np.empty(M, h.dtype)
-        groups = []
-        for k, c in enumerate(present):
-            rows = by_class[bounds[k]:bounds[k + 1]]
-            block = slice(self._starts[c], self._starts[c + 1])
-            h_rows = h[rows]
-            zc = B.matmul(h_rows, self.fine.weight.data[block], trans_b=True)
-            B.add_bias(zc, self.fine.bias.data[block])
-            local = self._local[targets[rows]]
-            losses, row_max, log_sum = B.cross_entropy_forward(zc, local)
-            fine_losses[rows] = losses
-            groups.append((rows, block, h_rows, (zc, row_max, log_sum), local))
+        fine_losses[by_class] = sorted_losses
+        groups = (by_class, groups, h_sorted, local, probs)
 
         coarse_mean, fine_mean = float(coarse_losses.mean()), float(fine_losses.mean())
         self.last_losses = (coarse_mean, fine_mean)
@@ -142,11 +141,12 @@ class MultiLevelSoftmax(Module):
         B.sum_rows(dz, out=self.coarse.bias.grad, accumulate=True)
         dh = B.matmul(dz, self.coarse.weight.data)
 
-        for rows, block, h_rows, saved, local in groups:
-            dzc = B.cross_entropy_backward(*saved, local, np.full(rows.size, w_fine * scale, h.dtype))
-            B.matmul(dzc, h_rows, out=self.fine.weight.grad[block], trans_a=True, accumulate=True)
-            B.sum_rows(dzc, out=self.fine.bias.grad[block], accumulate=True)
-            dh[rows] += B.matmul(dzc, self.fine.weight.data[block])
+        by_class, blocks, h_sorted, local, probs = groups
+        dh_sorted = np.empty_like(h_sorted)
+        B.multilevel_fine_backward(probs, h_sorted, self.fine.weight.data, blocks, local,
+                                   w_fine * scale, self.fine.weight.grad, self.fine.bias.grad,
+                                   dh_sorted)
+        dh[by_class] += dh_sorted
         return dh
 
     # --- inference ----------------------------------------------------------

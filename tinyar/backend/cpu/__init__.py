@@ -15,7 +15,7 @@ _configure_cache()  # before the kernel files below are imported
 
 name = "cpu"
 TOPICS = ("linalg", "elementwise", "softmax", "loss", "norm", "embedding", "optim", "rnn", "conv",
-          "pool")
+          "pool", "multilevel")
 
 for _topic in TOPICS:
     _module = import_module(f".{_topic}", __name__)

@@ -53,4 +53,4 @@ def op(shapes: str, example: Callable, inplace=(), contiguous=(), rtol32=1e-5, a
 
 
 # the topic files register their ops on import
-from . import linalg, elementwise, softmax, loss, norm, embedding, optim, rnn, conv, pool  # noqa: E402,F401,E501
+from . import linalg, elementwise, softmax, loss, norm, embedding, optim, rnn, conv, pool, multilevel  # noqa: E402,F401,E501

@@ -1,0 +1,167 @@
+"""The fine level of the multi-level softmax as one compiled loop over classes.
+
+A batch touches ~C classes; written in Python, each class costs ~10 calls
+(gather, product, bias, softmax, loss; and as many in backward), ~5 us each,
+which for C = 100 is several milliseconds of pure overhead: more than the
+arithmetic. Here the loop over the classes runs inside one ``@njit`` call,
+which calls the BLAS ``gemm`` directly through a ctypes function pointer
+passed as an argument (the same technique as the recurrent time loops in
+``rnn.py``), and does each block's softmax and cross-entropy in place:
+
+    forward, for each class block g (rows r0:r1 of the class-sorted H,
+    labels l0:l1 of W):
+        P_g = H_g W_g^T                    gemm
+        P_g = softmax(P_g + b_g)           in place, one pass per row; loss
+    backward:
+        P_g = scale (P_g - onehot)         in place: now dL/dZ_g
+        dW_g += P_g^T H_g                  gemm, beta = 1
+        dH_g  = P_g W_g                    gemm
+        db_g += sum_rows P_g
+
+Where no BLAS can be called from compiled code, the same loops run in Python
+with NumPy products.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from . import blas
+from ._util import ERROR_MODEL, FASTMATH, contiguous
+from .fastmath import fast_exp, maxnum
+
+__all__ = ["multilevel_fine_forward", "multilevel_fine_backward"]
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_KERNEL = dict(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+
+
+@njit(**_KERNEL)
+def _softmax_rows_and_loss(z, bias, local, losses):
+    """z (n, s) += bias; then softmax per row, in place; losses[i] = -log p[i, local[i]]."""
+    for i in range(z.shape[0]):
+        row = z[i]
+        for j in range(row.size):
+            row[j] += bias[j]
+        m = row[0]
+        for j in range(1, row.size):
+            m = maxnum(m, row[j])
+        target_shifted = row[local[i]] - m  # before the row is overwritten by exp
+        total = row.dtype.type(0)
+        for j in range(row.size):
+            e = fast_exp(row[j] - m)
+            row[j] = e
+            total += e
+        losses[i] = math.log(total) - target_shifted
+        inv = row.dtype.type(1) / total
+        for j in range(row.size):
+            row[j] *= inv
+
+
+@njit(**_KERNEL)
+def _gemm_nt(gemm, a, b, c, beta):
+    """c = a @ b^T + beta c (all C-contiguous 2-D)."""
+    m, k = a.shape
+    n = b.shape[0]
+    gemm(_ROW_MAJOR, _NO_TRANS, _TRANS, m, n, k, c.dtype.type(1), a.ctypes.data, k,
+         b.ctypes.data, k, c.dtype.type(beta), c.ctypes.data, n)
+
+
+@njit(**_KERNEL)
+def _gemm_tn(gemm, a, b, c, beta):
+    """c = a^T @ b + beta c."""
+    k, m = a.shape
+    n = b.shape[1]
+    gemm(_ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, c.dtype.type(1), a.ctypes.data, m,
+         b.ctypes.data, n, c.dtype.type(beta), c.ctypes.data, n)
+
+
+@njit(**_KERNEL)
+def _gemm_nn(gemm, a, b, c, beta):
+    """c = a @ b + beta c."""
+    m, k = a.shape
+    n = b.shape[1]
+    gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, c.dtype.type(1), a.ctypes.data, k,
+         b.ctypes.data, n, c.dtype.type(beta), c.ctypes.data, n)
+
+
+@njit(**_KERNEL)
+def _forward_loop(gemm, h, weight, bias, groups, local, losses, probs):
+    offset = 0
+    for g in range(groups.shape[0]):
+        r0, r1, l0, l1 = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3]
+        n, s = r1 - r0, l1 - l0
+        z = probs[offset:offset + n * s].reshape((n, s))
+        offset += n * s
+        _gemm_nt(gemm, h[r0:r1], weight[l0:l1], z, 0.0)
+        _softmax_rows_and_loss(z, bias[l0:l1], local[r0:r1], losses[r0:r1])
+
+
+@njit(**_KERNEL)
+def _backward_loop(gemm, probs, h, weight, groups, local, scale, grad_weight, grad_bias, grad_h):
+    offset = 0
+    for g in range(groups.shape[0]):
+        r0, r1, l0, l1 = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3]
+        n, s = r1 - r0, l1 - l0
+        dz = probs[offset:offset + n * s].reshape((n, s))
+        offset += n * s
+        for i in range(n):
+            k = scale[r0 + i]
+            row = dz[i]
+            for j in range(s):
+                row[j] *= k
+            row[local[r0 + i]] -= k
+            for j in range(s):
+                grad_bias[l0 + j] += row[j]
+        _gemm_tn(gemm, dz, h[r0:r1], grad_weight[l0:l1], 1.0)
+        _gemm_nn(gemm, dz, weight[l0:l1], grad_h[r0:r1], 0.0)
+
+
+def _gemm_for(x):
+    if blas._GEMM is None or x.dtype not in (np.float32, np.float64):
+        return None
+    return blas._GEMM[0] if x.dtype == np.float32 else blas._GEMM[1]
+
+
+def multilevel_fine_forward(h, weight, bias, groups, local, out_losses=None, out_probs=None):
+    h, weight, bias = contiguous(h), contiguous(weight), contiguous(bias)
+    groups, local = np.ascontiguousarray(groups, np.int64), np.ascontiguousarray(local, np.int64)
+    size = int(((groups[:, 1] - groups[:, 0]) * (groups[:, 3] - groups[:, 2])).sum())
+    losses = np.empty(h.shape[0], h.dtype) if out_losses is None else out_losses
+    probs = np.empty(size, h.dtype) if out_probs is None or out_probs.size != size else out_probs
+    gemm = _gemm_for(h)
+    if gemm is not None:
+        _forward_loop(gemm, h, weight, bias, groups, local, losses, probs)
+        return losses, probs
+    offset = 0
+    for r0, r1, l0, l1 in groups:
+        n, s = r1 - r0, l1 - l0
+        z = probs[offset:offset + n * s].reshape(n, s)
+        offset += n * s
+        np.matmul(h[r0:r1], weight[l0:l1].T, out=z)
+        _softmax_rows_and_loss(z, bias[l0:l1], local[r0:r1], losses[r0:r1])
+    return losses, probs
+
+
+def multilevel_fine_backward(probs, h, weight, groups, local, scale, grad_weight, grad_bias,
+                             grad_h):
+    """Consumes ``probs`` (they become dL/dZ in place); see the module docstring."""
+    h, weight = contiguous(h), contiguous(weight)
+    groups, local = np.ascontiguousarray(groups, np.int64), np.ascontiguousarray(local, np.int64)
+    scale = np.broadcast_to(np.asarray(scale, h.dtype), (h.shape[0],)).copy()
+    gemm = _gemm_for(h)
+    if gemm is not None:
+        _backward_loop(gemm, probs, h, weight, groups, local, scale, grad_weight, grad_bias,
+                       grad_h)
+        return grad_weight, grad_bias, grad_h
+    offset = 0
+    for r0, r1, l0, l1 in groups:
+        n, s = r1 - r0, l1 - l0
+        dz = probs[offset:offset + n * s].reshape(n, s)
+        offset += n * s
+        dz *= scale[r0:r1, None]
+        dz[np.arange(n), local[r0:r1]] -= scale[r0:r1]
+        grad_bias[l0:l1] += dz.sum(axis=0)
+        grad_weight[l0:l1] += dz.T @ h[r0:r1]
+        np.matmul(dz, weight[l0:l1], out=grad_h[r0:r1])
+    return grad_weight, grad_bias, grad_h
