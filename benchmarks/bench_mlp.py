@@ -35,7 +35,7 @@ def tinyar_step(x, y):
     def step():
         loss = criterion(model(x), y)
         model.zero_grad()
-        model.backward(criterion.backward())
+        model.backward(criterion.backward(), input_grad=False)
         optimizer.step()
         return loss
     return model, step

@@ -40,7 +40,7 @@ def run_demo(out="runs/demo", steps=1500, hidden=64, lr=0.01, seed=0, num_classe
             logits = model(X)                      # forward
             loss = criterion(logits, y)            # loss
             model.zero_grad()
-            model.backward(criterion.backward())   # backward: dL/dlogits, then the chain rule
+            model.backward(criterion.backward(), input_grad=False)   # backward: dL/dlogits, then the chain rule
             optimizer.step()                       # one fused update of every parameter
             losses.append(loss)
             bar.update(1, loss=loss)

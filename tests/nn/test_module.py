@@ -127,3 +127,21 @@ def test_forgetting_super_init_is_explained():
 
     with pytest.raises(AttributeError, match="must call super"):
         Broken()
+
+
+def test_backward_can_skip_the_gradient_of_the_data():
+    model = mlp()
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    g = np.ones((5, 2), np.float32)
+    model(x)
+    full = model.backward(g)
+    grads = model.flat_parameters().grad.copy()
+    model.zero_grad()
+    model(x)
+    assert model.backward(g, input_grad=False) is None
+    np.testing.assert_array_equal(model.flat_parameters().grad, grads)
+    assert full.shape == x.shape
+    # a first layer that cannot skip still runs (and its result is dropped)
+    relu_first = nn.Sequential(nn.ReLU(), nn.Linear(3, 2))
+    relu_first(x)
+    assert relu_first.backward(g, input_grad=False) is None

@@ -29,7 +29,20 @@ class Sequential(Module):
             x = layer(x)
         return x
 
-    def backward(self, grad_out):
-        for layer in reversed(self._modules.values()):
-            grad_out = layer.backward(grad_out)
-        return grad_out
+    skips_input_grad = True
+
+    def backward(self, grad_out, input_grad=True):
+        """Backward through every layer in reverse order.
+
+        ``input_grad=False``: the caller does not need dL/dx (x is the data), so
+        the first layer may skip computing it; returns None then.
+        """
+        layers = list(self._modules.values())
+        for i in range(len(layers) - 1, 0, -1):
+            grad_out = layers[i].backward(grad_out)
+        if not layers:
+            return grad_out
+        if not input_grad and layers[0].skips_input_grad:
+            return layers[0].backward(grad_out, input_grad=False)
+        grad_in = layers[0].backward(grad_out)
+        return grad_in if input_grad else None

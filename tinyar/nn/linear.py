@@ -45,11 +45,16 @@ class Linear(Module):
         self._lead_shape = x.shape[:-1]
         return y.reshape(*self._lead_shape, self.out_features)
 
-    def backward(self, grad_out):
+    skips_input_grad = True
+
+    def backward(self, grad_out, input_grad=True):
+        """``input_grad=False`` skips dL/dx = g W (and returns None) when x is the data."""
         B = backend_of(grad_out)
         g = grad_out.reshape(-1, self.out_features)
         B.matmul(g, self._x, out=self.weight.grad, trans_a=True, accumulate=True)
         if self.bias is not None:
             B.sum_rows(g, out=self.bias.grad, accumulate=True)
+        if not input_grad:
+            return None
         dx = B.matmul(g, self.weight.data)
         return dx.reshape(*self._lead_shape, self.in_features)

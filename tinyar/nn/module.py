@@ -25,6 +25,11 @@ _construction = threading.local()
 class Module:
     """Base class: subclasses define ``forward`` and ``backward``."""
 
+    # True for modules whose backward takes ``input_grad=False`` to skip computing
+    # dL/d(input) when nobody needs it (the gradient of the data, at the bottom of
+    # a model): Linear saves a whole matrix product there. See Sequential.backward.
+    skips_input_grad = False
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
