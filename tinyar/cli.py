@@ -62,6 +62,8 @@ def _add_train(sub):
     p.add_argument("--tie", action="store_const", const=True, help="tie flat-head and embedding")
     p.add_argument("--steps", type=int, help=f"training steps ({d.steps})")
     p.add_argument("--epochs", type=float, help="epochs (overrides --steps)")
+    p.add_argument("--max-seconds", dest="max_seconds", type=float,
+                   help="stop after this much training time")
     p.add_argument("--batch", type=int, help=f"batch size ({d.batch})")
     p.add_argument("--bptt", type=int, help=f"truncated-BPTT length ({d.bptt})")
     p.add_argument("--lr", type=float, help=f"learning rate ({d.lr})")

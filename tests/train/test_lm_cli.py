@@ -105,3 +105,11 @@ def test_conv_backbone_from_the_command_line(tmp_path, corpus):
                  "--layers", "4", *args]) == 0
     assert lm.Run(run).load_meta()["model"]["backbone"] == "conv"
     assert main(["sample", run, "--tokens", "5"]) == 0
+
+
+def test_time_budget_stops_training_early(tmp_path, corpus):
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", corpus, "--steps", "100000", "--max-seconds", "0.5",
+                 "--out", run, *TINY]) == 0
+    history = json.load(open(os.path.join(run, "log.json")))["history"]
+    assert len(history) < 100000 and "val_loss" in history[-1]

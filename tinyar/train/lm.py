@@ -64,6 +64,7 @@ class LMConfig:
     sample_tokens: int = 200
     checkpoint_every: int = 200
     record_every: int = 25       # gradient/activation statistics (0: off)
+    max_seconds: float = 0.0     # > 0: stop after this much training time
     device: str = "cpu"
     seed: int = 0
     out: str = ""
@@ -251,7 +252,8 @@ def train_lm(config: LMConfig, resume=None, steps=None, quiet=False):
                       "grad_norm": float(grad_norm), "seconds": progress["seconds"]}
             if model.head_kind == "multilevel":
                 record["class_loss"], record["word_loss"] = model.head.last_losses
-            last = step + 1 == steps
+            out_of_time = 0 < config.max_seconds <= progress["seconds"]
+            last = step + 1 == steps or out_of_time
             if (step + 1) % config.eval_every == 0 or last:
                 with _paused(recorder):
                     val = model.evaluate(val_ids, batch_size=min(16, config.batch),
@@ -268,6 +270,8 @@ def train_lm(config: LMConfig, resume=None, steps=None, quiet=False):
             bar.update(1, loss=loss, lr=record["lr"])
             if (step + 1) % config.checkpoint_every == 0:
                 snapshot()
+            if out_of_time:
+                break
     except KeyboardInterrupt:
         bar.close()
         snapshot()
