@@ -22,12 +22,21 @@ to (O, N*Ho*Wo), is the backward of that product (see ``linear.py``):
 
 Conv1d is Conv2d on (N, C, 1, L) with a (1, k) kernel.
 
-Speed (measured on the development machine, numbers in the benchmarks'
-RESULTS.md): im2col + BLAS beats a direct loop by ~10x, since BLAS runs the
-multiply-adds near the machine's peak. The batch is processed in chunks
-whose columns fit in the L2 cache (~1 MiB), so the product reads what
-im2col has just written from the cache instead of from memory; the backward
-rebuilds the columns chunk by chunk instead of keeping all of them.
+When the output has more channels than the columns have rows (a first
+layer: 1 input channel, 3x3 kernel, 9 rows for 32 channels), the product is
+taken per sample instead, y[n] = W @ cols[:, n], which lands in (N, O, P)
+without reordering the large output (and dL/dW = sum over n of g[n] @ cols[n]^T).
+
+Speed, measured on the development machine (2-core Xeon, AVX-512; forward +
+backward, 2 threads): im2col + BLAS is the method because BLAS runs the
+multiply-adds near the machine's peak and a direct Numba loop does not
+(../shared/NUMBA_NOTES.md: 15.7 ms against 202 ms at batch 8, 32 -> 64
+channels, 32x32). One product for the batch against one per sample:
+batch 64, 32 -> 64 channels, 13x13: 5.9 ms against 8.9 ms;
+batch 64, 1 -> 32 channels, 28x28: 2.5 ms against 1.7 ms. The whole batch
+goes through at once while its columns take at most CHUNK_BYTES, and
+backward reuses the forward's columns: chunks of ~1 MiB (to stay in the L2
+cache) made LeNet's step slower, 16-17 ms against 14.
 """
 import numbers
 
@@ -146,7 +155,7 @@ class _Conv(Module):
         height, width = self._output_hw(x4.shape[2], x4.shape[3])
         self._spatial = height * width
         y = B.empty((n, self.out_channels, self._spatial), x.dtype)
-        chunks = self._chunks(n, x.dtype.itemsize)
+        chunks, cols = self._chunks(n, x.dtype.itemsize), None
         for n0, n1 in chunks:
             cols = self._im2col(B, x4[n0:n1])
             self._forward_chunk(B, cols, y[n0:n1])
@@ -176,46 +185,59 @@ class _Conv(Module):
     def _output_shape(self, x_shape, height, width):
         raise NotImplementedError  # abstract
 
-    def backward(self, grad_out):
+    skips_input_grad = True
+
+    def backward(self, grad_out, input_grad=True):
+        """dL/dx; ``input_grad=False`` (x is the data, see ``Sequential.backward``) skips
+        dL/dcols and col2im, only adds the parameter gradients, and returns None."""
         if tuple(grad_out.shape) != tuple(self._y_shape):
             raise ShapeError(f"{describe(self)}: expected a gradient of the output's shape "
                              f"{tuple(self._y_shape)}, got {tuple(grad_out.shape)}")
         B = backend_of(grad_out)
         x4 = self._x4
         grad = grad_out.reshape(x4.shape[0], self.out_channels, self._spatial)
-        dx = B.empty(x4.shape, x4.dtype)
+        dx = B.empty(x4.shape, x4.dtype) if input_grad else None
         for n0, n1 in self._chunks(x4.shape[0], x4.dtype.itemsize):
             cols = self._cols if self._cols is not None else self._im2col(B, x4[n0:n1])
-            dcols = self._backward_chunk(B, grad[n0:n1], cols)
-            B.col2im(dcols, x4[n0:n1].shape, self._kernel, self._stride, self._padding,
-                     self._dilation, out=dx[n0:n1])
-        return dx.reshape(self._x_shape)
+            dcols = self._backward_chunk(B, grad[n0:n1], cols, input_grad)
+            if input_grad:
+                B.col2im(dcols, x4[n0:n1].shape, self._kernel, self._stride, self._padding,
+                         self._dilation, out=dx[n0:n1])
+        self._cols = None  # free them (a second backward rebuilds them from x)
+        return dx.reshape(self._x_shape) if input_grad else None
 
-    def _backward_chunk(self, B, grad, cols):
-        """Add dL/dW, dL/db of a chunk (grad: (n, O, P)) and return dL/dcols (K, n*P)."""
+    def _backward_chunk(self, B, grad, cols, input_grad):
+        """Add dL/dW, dL/db of a chunk (grad: (n, O, P)); return dL/dcols (K, n*P), or
+        None when ``input_grad`` is False."""
         n = grad.shape[0]
         weight = self.weight.data.reshape(self.out_channels, -1)
         grad_weight = self.weight.grad.reshape(self.out_channels, -1)
         grad_bias = None if self.bias is None else self.bias.grad
-        dcols = B.empty(cols.shape, cols.dtype)
+        dcols = B.empty(cols.shape, cols.dtype) if input_grad else None
         if self._per_sample():
             stacked = cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)  # (n, K, P)
-            dstacked = dcols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)
+            if input_grad:
+                dstacked = dcols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)
             for out_rows, col_rows in self._groups():
                 g = grad[:, out_rows]
                 # dW = sum over samples of g[i] @ cols[i]^T: n products, then their sum
                 per_sample = B.matmul(g, stacked[:, col_rows].transpose(0, 2, 1))
                 B.sum_rows(per_sample.reshape(n, -1), out=grad_weight[out_rows].reshape(-1),
                            accumulate=True)
-                B.matmul(weight[out_rows], g, out=dstacked[:, col_rows], trans_a=True)
+                if input_grad:
+                    B.matmul(weight[out_rows], g, out=dstacked[:, col_rows], trans_a=True)
             if grad_bias is not None:
                 B.channel_sums(grad, out=grad_bias, accumulate=True)
         else:
             g = B.to_channel_major(grad, grad_bias)  # (O, n*P), and dL/db += its row sums
             for out_rows, col_rows in self._groups():
-                B.matmul(g[out_rows], cols[col_rows], out=grad_weight[out_rows], trans_b=True,
-                         accumulate=True)
-                B.matmul(weight[out_rows], g[out_rows], out=dcols[col_rows], trans_a=True)
+                # dW += (cols @ g^T)^T: with more rows than columns (K >= O here) BLAS
+                # splits the product better (LeNet's second convolution: 1.26 ms against
+                # 1.59 ms for g @ cols^T accumulated in place)
+                grad_weight_t = B.matmul(cols[col_rows], g[out_rows], trans_b=True)
+                B.axpy(1.0, grad_weight_t.T, grad_weight[out_rows])
+                if input_grad:
+                    B.matmul(weight[out_rows], g[out_rows], out=dcols[col_rows], trans_a=True)
         return dcols
 
 

@@ -72,9 +72,11 @@ class _Pool2d(Module):
         out = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in
                     zip(size, self.kernel_size, self.stride, self.padding))
         if min(out) < 1:
+            shown = x.ndim - 2  # MaxPool1d: only the length axis of its (1, L) view
+            padded = tuple(n + 2 * p for n, p in zip(size, self.padding))[-shown:]
             raise ShapeError(f"{describe(self)}: input {tuple(x.shape)} is too small for the "
-                             f"window: padded size {tuple(n + 2 * p for n, p in zip(size, self.padding))}"
-                             f" < kernel_size {self.kernel_size}")
+                             f"window: padded size {padded} < kernel_size "
+                             f"{self.kernel_size[-shown:]}")
         return out
 
 
