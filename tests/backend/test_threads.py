@@ -16,7 +16,7 @@ def test_blas_thread_count_can_be_limited_and_restored():
     if before is None:
         assert not threads.set_blas_threads(1)
         return
-    assert threads.set_blas_threads(1) and blas.get_threads() == 1
+    assert threads.set_blas_threads(1) and threads.get_blas_threads() == 1
     threads.set_blas_threads(before)
     assert blas.get_threads() == before
 

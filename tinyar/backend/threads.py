@@ -41,6 +41,12 @@ def configure() -> None:
         set_blas_threads(int(os.environ["TINYAR_BLAS_THREADS"]))
 
 
+def get_blas_threads():
+    """NumPy's OpenBLAS thread count (None where it cannot be read)."""
+    from .cpu.blas import get_threads
+    return get_threads()
+
+
 def set_blas_threads(n):
     """How many threads NumPy's OpenBLAS may use for matrix products; False if unknown BLAS."""
     from .cpu.blas import set_threads

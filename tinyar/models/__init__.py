@@ -1,4 +1,6 @@
 """Models built from ``tinyar.nn`` parts only."""
+from .classifiers import CNNClassifier, RowRNNClassifier
 from .language_model import AutoregressiveLM, bits_per_token, perplexity
 
-__all__ = ["AutoregressiveLM", "perplexity", "bits_per_token"]
+__all__ = ["AutoregressiveLM", "perplexity", "bits_per_token", "CNNClassifier",
+           "RowRNNClassifier"]
