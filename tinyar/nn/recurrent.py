@@ -310,7 +310,26 @@ class _Recurrent(Module):
         return dx, [g.reshape(state_shape) for g in grad_initial]
 
 
-class RNN(_Recurrent):
+class _HiddenStateOnly(_Recurrent):
+    """RNN and GRU: the state is h alone. forward(x, h0) -> (output, h_n);
+    backward(grad_output, grad_h_n) -> (dx, dh0)."""
+
+    def forward(self, x, hx=None):
+        self._check_input(x)
+        rows = 1 if x.ndim == 2 else x.shape[0 if self.batch_first else 1]
+        h0 = check_state(self, hx, "h0", self._state_shape(rows, x.ndim == 2), x.dtype)
+        output, (h_n,) = self._run(x, [h0])
+        return output, h_n
+
+    def backward(self, grad_output, grad_h_n=None):
+        dx, (dh0,) = self._run_backward(grad_output, [grad_h_n], ["grad_h_n"])
+        return dx, dh0
+
+    def _state_buffers(self, ws):
+        return [ws.h]
+
+
+class RNN(_HiddenStateOnly):
     """Elman RNN over sequences: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh).
 
     RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
@@ -336,20 +355,6 @@ class RNN(_Recurrent):
     def extra_repr(self):
         return super().extra_repr() + \
             ("" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}")
-
-    def forward(self, x, hx=None):
-        self._check_input(x)
-        rows = 1 if x.ndim == 2 else x.shape[0 if self.batch_first else 1]
-        h0 = check_state(self, hx, "h0", self._state_shape(rows, x.ndim == 2), x.dtype)
-        output, (h_n,) = self._run(x, [h0])
-        return output, h_n
-
-    def backward(self, grad_output, grad_h_n=None):
-        dx, (dh0,) = self._run_backward(grad_output, [grad_h_n], ["grad_h_n"])
-        return dx, dh0
-
-    def _state_buffers(self, ws):
-        return [ws.h]
 
     def _recurrence(self, B, ws, k, initial):
         _, w_hh, b_ih, b_hh = self.weights(k)
@@ -421,7 +426,7 @@ class LSTM(_Recurrent):
         return ws.gates[k], ws.gates[k]
 
 
-class GRU(_Recurrent):
+class GRU(_HiddenStateOnly):
     """Gated recurrent units over sequences (the GRUCell equations, PyTorch's variant).
 
     GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=True, dropout=0.0)
@@ -439,20 +444,6 @@ class GRU(_Recurrent):
     """
 
     kind = "gru"
-
-    def forward(self, x, hx=None):
-        self._check_input(x)
-        rows = 1 if x.ndim == 2 else x.shape[0 if self.batch_first else 1]
-        h0 = check_state(self, hx, "h0", self._state_shape(rows, x.ndim == 2), x.dtype)
-        output, (h_n,) = self._run(x, [h0])
-        return output, h_n
-
-    def backward(self, grad_output, grad_h_n=None):
-        dx, (dh0,) = self._run_backward(grad_output, [grad_h_n], ["grad_h_n"])
-        return dx, dh0
-
-    def _state_buffers(self, ws):
-        return [ws.h]
 
     def _recurrence(self, B, ws, k, initial):
         _, w_hh, b_ih, b_hh = self.weights(k)
