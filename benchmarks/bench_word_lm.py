@@ -3,12 +3,16 @@ batch 32, 35 time steps, Adam. tinyar's multi-level softmax against PyTorch's
 full softmax and ``AdaptiveLogSoftmaxWithLoss``; tinyar's flat softmax against
 PyTorch's flat softmax.
 
-    python benchmarks/bench_word_lm.py [--repeats 30]
+    python benchmarks/bench_word_lm.py [--repeats 30] [--head-only]
 
 Tokens are drawn with Zipf frequencies (like words); the multi-level head's
 classes come from sqrt-frequency binning of those counts (C = 100 by default).
 The adaptive softmax uses cutoffs [1000, 5000] (head of 1,000 words plus two
 tail clusters, div_value 4), a common setting for a 10k vocabulary.
+
+``--head-only`` times the output layer alone: forward and backward of the
+softmax over 32 x 35 = 1,120 hidden states (256 wide) with their targets, no
+LSTM, no optimizer.
 """
 import argparse
 import os
@@ -21,12 +25,60 @@ from lm_twins import batch, tinyar_lm, torch_lm  # noqa: E402
 V, EMBED, HIDDEN, LAYERS, BATCH, STEPS = 10_000, 256, 256, 1, 32, 35
 
 
+def head_only(args, torch):
+    import numpy as np
+    from tinyar.data.hierarchy import ClassHierarchy
+    from tinyar.nn import CrossEntropyLoss, Linear, MultiLevelSoftmax
+    from lm_twins import zipf_tokens
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((BATCH * STEPS, HIDDEN)).astype(np.float32)
+    t = zipf_tokens(V, BATCH * STEPS, seed=2)
+    counts = np.bincount(zipf_tokens(V, 200_000, seed=1), minlength=V) + 1
+    ml = MultiLevelSoftmax(HIDDEN, ClassHierarchy.from_counts(counts, args.classes))
+    flat, ce = Linear(HIDDEN, V), CrossEntropyLoss()
+
+    def ml_step():
+        ml.zero_grad()
+        ml(h, t)
+        ml.backward()
+
+    def flat_step():
+        flat.zero_grad()
+        ce(flat(h), t)
+        flat.backward(ce.backward())
+    rows = [("tinyar multi-level softmax", median_ms(ml_step, args.warmup, args.repeats)),
+            ("tinyar flat softmax", median_ms(flat_step, args.warmup, args.repeats))]
+    if torch is not None:
+        th = torch.from_numpy(h).requires_grad_(True)
+        tt = torch.from_numpy(t)
+        t_flat = torch.nn.Linear(HIDDEN, V)
+        t_adaptive = torch.nn.AdaptiveLogSoftmaxWithLoss(HIDDEN, V, [1000, 5000])
+
+        def torch_flat():
+            t_flat.zero_grad()
+            th.grad = None
+            torch.nn.functional.cross_entropy(t_flat(th), tt).backward()
+
+        def torch_adaptive():
+            t_adaptive.zero_grad()
+            th.grad = None
+            t_adaptive(th, tt).loss.backward()
+        rows.append(("torch full softmax", median_ms(torch_flat, args.warmup, args.repeats)))
+        rows.append(("torch AdaptiveLogSoftmaxWithLoss", median_ms(torch_adaptive, args.warmup,
+                                                                   args.repeats)))
+    print(table(f"word LM output layer alone, forward + backward: {BATCH * STEPS} rows of "
+                f"{HIDDEN}, V={V}", rows, reference="tinyar multi-level softmax"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--head-only", action="store_true")
     args = parser.parse_args()
+    if args.head_only:
+        return head_only(args, torch_or_none())
     x, y = batch(V, BATCH, STEPS)
     rows = []
     _, ml_step = tinyar_lm(V, EMBED, HIDDEN, LAYERS, "multilevel", x, y, classes=args.classes)
