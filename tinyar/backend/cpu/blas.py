@@ -57,6 +57,13 @@ def _operand(x):
     return np.ascontiguousarray(x), False
 
 
+def gemm_routine(dtype):
+    """The ctypes BLAS ``gemm`` for float32 or float64, or None (no BLAS found)."""
+    if _GEMM is None or dtype not in (np.float32, np.float64):
+        return None
+    return _GEMM[0] if dtype == np.float32 else _GEMM[1]
+
+
 def gemm_accumulate(a, b, out):
     """out += a @ b for 2-D arrays of one float dtype; False where BLAS is not usable."""
     if _GEMM is None or out.dtype not in (np.float32, np.float64) or not out.flags.c_contiguous \
@@ -68,7 +75,7 @@ def gemm_accumulate(a, b, out):
         return True
     a_mem, trans_a = _operand(a)
     b_mem, trans_b = _operand(b)
-    gemm = _GEMM[0] if out.dtype == np.float32 else _GEMM[1]
+    gemm = gemm_routine(out.dtype)
     gemm(_ROW_MAJOR, _TRANS if trans_a else _NO_TRANS, _TRANS if trans_b else _NO_TRANS,
          m, n, k, 1.0, a_mem.ctypes.data, a_mem.shape[1], b_mem.ctypes.data, b_mem.shape[1],
          1.0, out.ctypes.data, n)

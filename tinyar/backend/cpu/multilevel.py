@@ -26,13 +26,13 @@ import math
 import numpy as np
 from numba import njit
 
-from . import blas
 from ._util import ERROR_MODEL, FASTMATH, contiguous
 from .fastmath import fast_exp, maxnum
+from .blas import gemm_routine
+from .gemm import gemm_nn, gemm_nt, gemm_tn
 
 __all__ = ["multilevel_fine_forward", "multilevel_fine_backward"]
 
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _KERNEL = dict(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 
 
@@ -59,33 +59,6 @@ def _softmax_rows_and_loss(z, bias, local, losses):
 
 
 @njit(**_KERNEL)
-def _gemm_nt(gemm, a, b, c, beta):
-    """c = a @ b^T + beta c (all C-contiguous 2-D)."""
-    m, k = a.shape
-    n = b.shape[0]
-    gemm(_ROW_MAJOR, _NO_TRANS, _TRANS, m, n, k, c.dtype.type(1), a.ctypes.data, k,
-         b.ctypes.data, k, c.dtype.type(beta), c.ctypes.data, n)
-
-
-@njit(**_KERNEL)
-def _gemm_tn(gemm, a, b, c, beta):
-    """c = a^T @ b + beta c."""
-    k, m = a.shape
-    n = b.shape[1]
-    gemm(_ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, c.dtype.type(1), a.ctypes.data, m,
-         b.ctypes.data, n, c.dtype.type(beta), c.ctypes.data, n)
-
-
-@njit(**_KERNEL)
-def _gemm_nn(gemm, a, b, c, beta):
-    """c = a @ b + beta c."""
-    m, k = a.shape
-    n = b.shape[1]
-    gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, c.dtype.type(1), a.ctypes.data, k,
-         b.ctypes.data, n, c.dtype.type(beta), c.ctypes.data, n)
-
-
-@njit(**_KERNEL)
 def _forward_loop(gemm, h, weight, bias, groups, local, losses, probs):
     offset = 0
     for g in range(groups.shape[0]):
@@ -93,7 +66,7 @@ def _forward_loop(gemm, h, weight, bias, groups, local, losses, probs):
         n, s = r1 - r0, l1 - l0
         z = probs[offset:offset + n * s].reshape((n, s))
         offset += n * s
-        _gemm_nt(gemm, h[r0:r1], weight[l0:l1], z, 0.0)
+        gemm_nt(gemm, h[r0:r1], weight[l0:l1], z, 0.0)
         _softmax_rows_and_loss(z, bias[l0:l1], local[r0:r1], losses[r0:r1])
 
 
@@ -113,14 +86,8 @@ def _backward_loop(gemm, probs, h, weight, groups, local, scale, grad_weight, gr
             row[local[r0 + i]] -= k
             for j in range(s):
                 grad_bias[l0 + j] += row[j]
-        _gemm_tn(gemm, dz, h[r0:r1], grad_weight[l0:l1], 1.0)
-        _gemm_nn(gemm, dz, weight[l0:l1], grad_h[r0:r1], 0.0)
-
-
-def _gemm_for(x):
-    if blas._GEMM is None or x.dtype not in (np.float32, np.float64):
-        return None
-    return blas._GEMM[0] if x.dtype == np.float32 else blas._GEMM[1]
+        gemm_tn(gemm, dz, h[r0:r1], grad_weight[l0:l1], 1.0)
+        gemm_nn(gemm, dz, weight[l0:l1], grad_h[r0:r1], 0.0)
 
 
 def multilevel_fine_forward(h, weight, bias, groups, local, out_losses=None, out_probs=None):
@@ -129,7 +96,7 @@ def multilevel_fine_forward(h, weight, bias, groups, local, out_losses=None, out
     size = int(((groups[:, 1] - groups[:, 0]) * (groups[:, 3] - groups[:, 2])).sum())
     losses = np.empty(h.shape[0], h.dtype) if out_losses is None else out_losses
     probs = np.empty(size, h.dtype) if out_probs is None or out_probs.size != size else out_probs
-    gemm = _gemm_for(h)
+    gemm = gemm_routine(h.dtype)
     if gemm is not None:
         _forward_loop(gemm, h, weight, bias, groups, local, losses, probs)
         return losses, probs
@@ -149,7 +116,7 @@ def multilevel_fine_backward(probs, h, weight, groups, local, scale, grad_weight
     h, weight = contiguous(h), contiguous(weight)
     groups, local = np.ascontiguousarray(groups, np.int64), np.ascontiguousarray(local, np.int64)
     scale = np.broadcast_to(np.asarray(scale, h.dtype), (h.shape[0],)).copy()
-    gemm = _gemm_for(h)
+    gemm = gemm_routine(h.dtype)
     if gemm is not None:
         _backward_loop(gemm, probs, h, weight, groups, local, scale, grad_weight, grad_bias,
                        grad_h)

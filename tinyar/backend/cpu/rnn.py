@@ -18,7 +18,8 @@ Design choices, measured on the 2-core development machine (Xeon, AVX-512;
 
 * **The time loop is compiled.** ``_lstm_forward_loop`` and its siblings run
   all T steps in one ``@njit`` call: Numba calls the BLAS ``gemm`` through a
-  ctypes function pointer passed as an argument (``blas.py`` finds it; as an
+  ctypes function pointer passed as an argument (``blas.py`` finds it, ``gemm.py``
+  wraps the calls; as an
   argument, not a global, it is looked up at run time and the kernel can be
   cached). Versus a Python loop calling NumPy and the kernels, this saves
   ~10 us per step, ~1.5 ms per layer and direction. Without a BLAS that
@@ -58,9 +59,10 @@ thin matrices), the big products ~45 ms (~300 GFLOP/s), the gate kernels
 import numpy as np
 from numba import njit
 
-from . import blas
 from ._util import FASTMATH, contiguous
 from .fastmath import fast_sigmoid, fast_tanh
+from .blas import gemm_routine
+from .gemm import gemm_nn
 from .linalg import matmul
 
 __all__ = ["rnn_cell_forward", "rnn_cell_backward", "rnn_sequence_forward",
@@ -245,31 +247,11 @@ def _relu_flag(nonlinearity):
     return nonlinearity == "relu"
 
 
-_ROW_MAJOR, _NO_TRANS = 101, 111  # CBLAS's enum values
-
-
-def _blas(x):
-    """The BLAS ``gemm`` for x's dtype as a ctypes function, or None (no BLAS found)."""
-    if blas._GEMM is None or x.dtype not in (np.float32, np.float64):
-        return None
-    return blas._GEMM[0] if x.dtype == np.float32 else blas._GEMM[1]
-
-
-@njit(**_KERNEL)
-def _mm(gemm, a, b, c, beta):
-    """c = a @ b + beta c for C-contiguous 2-D arrays, by the BLAS routine ``gemm``
-    (a ctypes function pointer, which Numba calls directly from compiled code)."""
-    m, k = a.shape
-    n = b.shape[1]
-    gemm(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, c.dtype.type(1), a.ctypes.data, k,
-         b.ctypes.data, n, c.dtype.type(beta), c.ctypes.data, n)
-
-
 # --- time loops: the whole recurrence of one layer in one compiled call ------------
 @njit(**_KERNEL)
 def _rnn_forward_loop(gemm, pre, w_t, bias, h, relu):
     for t in range(pre.shape[0]):
-        _mm(gemm, h[t], w_t, h[t + 1], 0.0)  # h[t+1] = h[t] W_hh^T
+        gemm_nn(gemm, h[t], w_t, h[t + 1], 0.0)  # h[t+1] = h[t] W_hh^T
         _rnn_step(pre[t], bias, h[t + 1], relu)
 
 
@@ -277,13 +259,13 @@ def _rnn_forward_loop(gemm, pre, w_t, bias, h, relu):
 def _rnn_backward_loop(gemm, h, w_hh, grad_h, grad_pre, grad_bias, relu):
     for t in range(grad_pre.shape[0] - 1, -1, -1):
         _rnn_step_backward(grad_h[t + 1], h[t + 1], grad_pre[t], relu, grad_bias)
-        _mm(gemm, grad_pre[t], w_hh, grad_h[t], 1.0)  # grad_h[t] += d pre[t] W_hh
+        gemm_nn(gemm, grad_pre[t], w_hh, grad_h[t], 1.0)  # grad_h[t] += d pre[t] W_hh
 
 
 @njit(**_KERNEL)
 def _lstm_forward_loop(gemm, gates, w_t, bias, h, c):
     for t in range(gates.shape[0]):
-        _mm(gemm, h[t], w_t, gates[t], 1.0)  # gates[t] += h[t] W_hh^T
+        gemm_nn(gemm, h[t], w_t, gates[t], 1.0)  # gates[t] += h[t] W_hh^T
         _lstm_step(gates[t], bias, c[t], h[t + 1], c[t + 1])
 
 
@@ -291,13 +273,13 @@ def _lstm_forward_loop(gemm, gates, w_t, bias, h, c):
 def _lstm_backward_loop(gemm, gates, c, w_hh, grad_h, grad_c, grad_bias):
     for t in range(gates.shape[0] - 1, -1, -1):
         _lstm_step_backward(grad_h[t + 1], grad_c, gates[t], c[t], c[t + 1], grad_bias)
-        _mm(gemm, gates[t], w_hh, grad_h[t], 1.0)  # grad_h[t] += d gates[t] W_hh
+        gemm_nn(gemm, gates[t], w_hh, grad_h[t], 1.0)  # grad_h[t] += d gates[t] W_hh
 
 
 @njit(**_KERNEL)
 def _gru_forward_loop(gemm, gates, w_t, b_ih, b_hh, h, hn, gh):
     for t in range(gates.shape[0]):
-        _mm(gemm, h[t], w_t, gh, 0.0)  # gh = h[t] W_hh^T
+        gemm_nn(gemm, h[t], w_t, gh, 0.0)  # gh = h[t] W_hh^T
         _gru_step(gates[t], b_ih, gh, b_hh, h[t], h[t + 1], hn[t])
 
 
@@ -306,7 +288,7 @@ def _gru_backward_loop(gemm, gates, hn, h, w_hh, grad_h, grad_gh, grad_b_ih, gra
     for t in range(gates.shape[0] - 1, -1, -1):
         _gru_step_backward(grad_h[t + 1], gates[t], hn[t], h[t], grad_gh[t], grad_h[t], True,
                            grad_b_ih, grad_b_hh)
-        _mm(gemm, grad_gh[t], w_hh, grad_h[t], 1.0)  # grad_h[t] += d gh[t] W_hh
+        gemm_nn(gemm, grad_gh[t], w_hh, grad_h[t], 1.0)  # grad_h[t] += d gh[t] W_hh
 
 
 # --- vanilla RNN ----------------------------------------------------------------------
@@ -338,7 +320,7 @@ def rnn_sequence_forward(pre, w_hh, bias, h, nonlinearity="tanh"):
     relu = _relu_flag(nonlinearity)
     _inplace(h)
     pre, bias, w_t = contiguous(pre), contiguous(bias), np.ascontiguousarray(w_hh.T)
-    gemm = _blas(h)
+    gemm = gemm_routine(h.dtype)
     if gemm is not None:
         _rnn_forward_loop(gemm, pre, w_t, bias, h, relu)
         return h
@@ -352,7 +334,7 @@ def rnn_sequence_backward(h, w_hh, grad_h, grad_pre, grad_bias, nonlinearity="ta
     relu = _relu_flag(nonlinearity)
     _inplace(grad_h, grad_pre, grad_bias)
     h, w_hh = contiguous(h), contiguous(w_hh)
-    gemm = _blas(h)
+    gemm = gemm_routine(h.dtype)
     if gemm is not None:
         _rnn_backward_loop(gemm, h, w_hh, grad_h, grad_pre, grad_bias, relu)
         return grad_h, grad_pre, grad_bias
@@ -384,7 +366,7 @@ def lstm_cell_backward(grad_h, grad_c, acts, c_prev, c, grad_gates=None, grad_c_
 def lstm_sequence_forward(gates, w_hh, bias, h, c):
     _inplace(gates, h, c)
     bias, w_t = contiguous(bias), np.ascontiguousarray(w_hh.T)
-    gemm = _blas(gates)
+    gemm = gemm_routine(gates.dtype)
     if gemm is not None:
         _lstm_forward_loop(gemm, gates, w_t, bias, h, c)
         return gates, h, c
@@ -397,7 +379,7 @@ def lstm_sequence_forward(gates, w_hh, bias, h, c):
 def lstm_sequence_backward(gates, c, w_hh, grad_h, grad_c, grad_bias):
     _inplace(gates, grad_h, grad_c, grad_bias)
     c, w_hh = contiguous(c), contiguous(w_hh)
-    gemm = _blas(gates)
+    gemm = gemm_routine(gates.dtype)
     if gemm is not None:
         _lstm_backward_loop(gemm, gates, c, w_hh, grad_h, grad_c, grad_bias)
         return gates, grad_h, grad_c, grad_bias
@@ -431,7 +413,7 @@ def gru_sequence_forward(gates, w_hh, b_ih, b_hh, h, hn):
     _inplace(gates, h, hn)
     b_ih, b_hh, w_t = contiguous(b_ih), contiguous(b_hh), np.ascontiguousarray(w_hh.T)
     gh = np.empty(gates.shape[1:], gates.dtype)  # h_{t-1} W_hh^T of the current step
-    gemm = _blas(gates)
+    gemm = gemm_routine(gates.dtype)
     if gemm is not None:
         _gru_forward_loop(gemm, gates, w_t, b_ih, b_hh, h, hn, gh)
         return gates, h, hn
@@ -444,7 +426,7 @@ def gru_sequence_forward(gates, w_hh, b_ih, b_hh, h, hn):
 def gru_sequence_backward(gates, hn, h, w_hh, grad_h, grad_gh, grad_b_ih, grad_b_hh):
     _inplace(gates, grad_h, grad_gh, grad_b_ih, grad_b_hh)
     hn, h, w_hh = contiguous(hn), contiguous(h), contiguous(w_hh)
-    gemm = _blas(gates)
+    gemm = gemm_routine(gates.dtype)
     if gemm is not None:
         _gru_backward_loop(gemm, gates, hn, h, w_hh, grad_h, grad_gh, grad_b_ih, grad_b_hh)
         return gates, grad_h, grad_gh, grad_b_ih, grad_b_hh
