@@ -18,10 +18,9 @@ Design choices, measured on the 2-core development machine (Xeon, AVX-512;
 
 * **The time loop is compiled.** ``_lstm_forward_loop`` and its siblings run
   all T steps in one ``@njit`` call: Numba calls the BLAS ``gemm`` through a
-  ctypes function pointer passed as an argument (``blas.py`` finds it, ``gemm.py``
-  wraps the calls; as an
-  argument, not a global, it is looked up at run time and the kernel can be
-  cached). Versus a Python loop calling NumPy and the kernels, this saves
+  ctypes function pointer passed as an argument (``blas.py`` finds it,
+  ``gemm.py`` wraps the calls; as an argument, not a global, it is looked up
+  at run time and the kernel can be cached). Versus a Python loop calling NumPy and the kernels, this saves
   ~10 us per step, ~1.5 ms per layer and direction. Without a BLAS that
   Numba can call, the same loop runs in Python (``matmul``).
 * **Time-major buffers.** A layer keeps (T, N, G*H) and (T+1, N, H) arrays,
