@@ -226,8 +226,47 @@ def _fast_thread_switching():
         sys.setswitchinterval(previous)
 
 
+class LaunchCounter:
+    """How many kernels were launched while it was active (``count_launches``)."""
+
+    def __init__(self):
+        self.count = 0
+        self.by_kernel = {}
+
+    def add(self, kernel):
+        self.count += 1
+        fn = kernel.fn if hasattr(kernel, "fn") else kernel.py_func  # simulator / GPU
+        name = fn.__name__
+        self.by_kernel[name] = self.by_kernel.get(name, 0) + 1
+
+
+_ACTIVE_COUNTERS = []
+
+
+@contextmanager
+def count_launches():
+    """Count the kernel launches of the ops run inside the block::
+
+        with count_launches() as launches:
+            train_step()
+        print(launches.count, launches.by_kernel)
+
+    Launch overhead (~30 us each on an H100) is what a small model's GPU step
+    mostly costs, so the benchmarks report this number beside the time.
+    Launches numba makes on its own (strided copies) are not counted.
+    """
+    counter = LaunchCounter()
+    _ACTIVE_COUNTERS.append(counter)
+    try:
+        yield counter
+    finally:
+        _ACTIVE_COUNTERS.remove(counter)
+
+
 def launch(kernel, blocks, threads, *args):
     """kernel[blocks, threads](*args)."""
+    for counter in _ACTIVE_COUNTERS:
+        counter.add(kernel)
     if SIMULATOR:
         from ._sim import kernel_modules_follow_the_launch
         with _fast_thread_switching(), kernel_modules_follow_the_launch():
