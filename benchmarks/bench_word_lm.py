@@ -13,6 +13,14 @@ tail clusters, div_value 4), a common setting for a 10k vocabulary.
 ``--head-only`` times the output layer alone: forward and backward of the
 softmax over 32 x 35 = 1,120 hidden states (256 wide) with their targets, no
 LSTM, no optimizer.
+
+``--floor`` times the parts of the step that do not depend on the output
+layer, in both frameworks: the embedding + LSTM forward and backward, and
+one Adam step over all parameters (plus, for tinyar, clearing the gradient
+buffer, which PyTorch's ``zero_grad`` skips by setting gradients to None).
+The faster of the two frameworks at each part, plus tinyar's multi-level
+head, is a floor under any whole step built from these libraries on this
+machine: it says which whole-step speed-ups are reachable at all.
 """
 import argparse
 import os
@@ -70,15 +78,80 @@ def head_only(args, torch):
                 f"{HIDDEN}, V={V}", rows, reference="tinyar multi-level softmax"))
 
 
+def floor(args, torch):
+    """Time the parts of the step shared by every head (see the module docstring)."""
+    import numpy as np
+    import tinyar
+    from tinyar.nn import LSTM, Embedding
+    from tinyar.nn.parameter import FlatBuffer, Parameter
+    from tinyar.optim import Adam
+    from lm_twins import batch as make_batch
+    x, _ = make_batch(V, BATCH, STEPS)
+    tinyar.manual_seed(0)
+    embedding, lstm = Embedding(V, EMBED), LSTM(EMBED, HIDDEN, LAYERS)
+    grad_out = np.random.default_rng(0).standard_normal((BATCH, STEPS, HIDDEN)).astype(np.float32)
+
+    def lstm_step():
+        out, _ = lstm(embedding(x))
+        lstm.zero_grad()
+        embedding.zero_grad()
+        embedding.backward(lstm.backward(grad_out)[0])
+
+    # every parameter of the multi-level model: embedding, LSTM, class layer, word layer
+    sizes = [V * EMBED, 4 * HIDDEN * (EMBED + HIDDEN + 2), args.classes * (HIDDEN + 1),
+             V * (HIDDEN + 1)]
+    params = [Parameter(np.zeros(n, np.float32)) for n in sizes]
+    flat = FlatBuffer.pack(params)
+    adam = Adam(params, lr=1e-3)
+    flat.grad[:] = 1e-3
+
+    def zero_grad():  # what Module.zero_grad does
+        flat.grad[:] = 0
+    rows = [("tinyar embedding + LSTM, fwd + bwd", median_ms(lstm_step, args.warmup, args.repeats)),
+            (f"tinyar Adam over {sum(sizes):,} parameters", median_ms(adam.step, args.warmup,
+                                                                      args.repeats)),
+            ("tinyar zero_grad (one fill)", median_ms(zero_grad, args.warmup, args.repeats))]
+    if torch is not None:
+        t_embedding = torch.nn.Embedding(V, EMBED)
+        t_lstm = torch.nn.LSTM(EMBED, HIDDEN, LAYERS, batch_first=True)
+        tx, tg = torch.from_numpy(x), torch.from_numpy(grad_out)
+
+        def torch_lstm_step():
+            t_embedding.zero_grad()
+            t_lstm.zero_grad()
+            out, _ = t_lstm(t_embedding(tx))
+            out.backward(tg)
+        t_params = [torch.nn.Parameter(torch.zeros(n)) for n in sizes]
+        for p in t_params:
+            p.grad = torch.full((p.numel(),), 1e-3)
+        t_adam = torch.optim.Adam(t_params, lr=1e-3)
+        rows += [("torch embedding + LSTM, fwd + bwd", median_ms(torch_lstm_step, args.warmup,
+                                                                 args.repeats)),
+                 (f"torch Adam over {sum(sizes):,} parameters", median_ms(t_adam.step,
+                                                                         args.warmup,
+                                                                         args.repeats))]
+    print(table(f"word LM step without its output layer: V={V}, embedding {EMBED}, LSTM "
+                f"{HIDDEN}x{LAYERS}, batch {BATCH}, {STEPS} steps", rows,
+                reference="tinyar embedding + LSTM, fwd + bwd"))
+    d = dict(rows)
+    best_lstm = min(v for k, v in d.items() if "LSTM" in k)
+    best_adam = min(v for k, v in d.items() if "Adam" in k)
+    print(f"\nfloor without the head: {best_lstm:.1f} ms (fastest embedding + LSTM) + "
+          f"{best_adam:.1f} ms (fastest Adam) = {best_lstm + best_adam:.1f} ms")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--head-only", action="store_true")
+    parser.add_argument("--floor", action="store_true")
     args = parser.parse_args()
     if args.head_only:
         return head_only(args, torch_or_none())
+    if args.floor:
+        return floor(args, torch_or_none())
     x, y = batch(V, BATCH, STEPS)
     rows = []
     _, ml_step = tinyar_lm(V, EMBED, HIDDEN, LAYERS, "multilevel", x, y, classes=args.classes)
