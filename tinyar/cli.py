@@ -25,14 +25,14 @@ def _sample(args):
     from .train.lm import load_run, sample_text
     from .random import manual_seed
     manual_seed(args.seed)
-    model, tokenizer, _ = load_run(args.run)
+    model, tokenizer, _ = load_run(args.run, device=args.device)
     print(sample_text(model, tokenizer, args.prompt, args.tokens, temperature=args.temperature,
                       top_k=args.top_k))
 
 
 def _eval(args):
     from .train.lm import evaluate_run
-    result = evaluate_run(args.run, data=args.data, split_name=args.split)
+    result = evaluate_run(args.run, data=args.data, split_name=args.split, device=args.device)
     for key, value in result.items():
         print(f"{key:>15}: {value:,.4f}" if isinstance(value, float) else f"{key:>15}: {value:,}")
 
@@ -90,6 +90,7 @@ def _add_train(sub):
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--top-k", dest="top_k", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     s.set_defaults(func=_sample)
 
     e = sub.add_parser("eval", help="nats/token, perplexity and bits/char of a trained run",
@@ -97,6 +98,7 @@ def _add_train(sub):
     e.add_argument("run", help="run folder of tinyar train")
     e.add_argument("--data", default=None, help="stdlib | shakespeare | PATH (default: the run's)")
     e.add_argument("--split", choices=["val", "all"], default="val")
+    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     e.set_defaults(func=_eval)
 
 
@@ -104,7 +106,7 @@ def _classify(args):
     from dataclasses import fields
     from .train.classify import ClassifyConfig, evaluate_run, train_classifier
     if args.eval:
-        evaluate_run(args.eval, data=args.data, decode=args.decode)
+        evaluate_run(args.eval, data=args.data, decode=args.decode, device=args.device or "cpu")
         return
     given = {f.name: getattr(args, f.name) for f in fields(ClassifyConfig)
              if getattr(args, f.name, None) is not None}

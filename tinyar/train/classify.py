@@ -28,6 +28,7 @@ from ..optim.lr_scheduler import CosineAnnealingLR
 from ..progress import ProgressBar
 from ..random import generator, manual_seed
 from .metrics import format_report, hierarchical_report
+from .placement import check_device, place
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 
@@ -168,6 +169,7 @@ def evaluate(model, x, y, hierarchy, decode):
 
 def train_classifier(config: ClassifyConfig, quiet=False):
     """Train, evaluate and save; returns (run folder, final report)."""
+    check_device(config.device)
     manual_seed(config.seed)
     x_train, y_train, x_test, y_test, hierarchy, name = load_dataset(config)
     check_labels(hierarchy, y_train, "training")
@@ -175,9 +177,7 @@ def train_classifier(config: ClassifyConfig, quiet=False):
     folder = config.out or os.path.join("runs", time.strftime("classify-%Y%m%d-%H%M%S"))
     config.out = folder
     os.makedirs(folder, exist_ok=True)
-    model = build_model(config, hierarchy, x_train.shape[1:])
-    if config.device != "cpu":
-        model.to(config.device)
+    model = place(build_model(config, hierarchy, x_train.shape[1:]), config.device)
     rng = generator()
     history, pre_losses = [], []
     if config.pretrain_steps:
@@ -264,7 +264,8 @@ def save_run(folder, model, config, hierarchy, history, report, pre_losses):
                     title="classifier loss", smoothing=max(1, len(steps) // 50))
 
 
-def evaluate_run(folder, data=None, decode=None, quiet=False):
+def evaluate_run(folder, data=None, decode=None, quiet=False, device="cpu"):
+    check_device(device)
     path = os.path.join(folder, "model.npz")
     if not os.path.exists(path):
         raise CheckpointError(f"{folder!r} is not a tinyar classify run folder: no model.npz")
@@ -280,6 +281,7 @@ def evaluate_run(folder, data=None, decode=None, quiet=False):
                          f"the data {config.data!r} has {data_hierarchy.num_labels}")
     model = build_model(config, hierarchy, x_test.shape[1:])
     checkpoint.load(model, path)
+    place(model, device)
     report = evaluate(model, x_test, y_test, hierarchy, decode or config.decode)
     if not quiet:
         print(format_report(report))

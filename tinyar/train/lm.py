@@ -28,6 +28,7 @@ from ..optim import SGD, Adagrad, Adam, AdamW, RMSprop, clip_grad_norm_
 from ..optim.lr_scheduler import CosineAnnealingLR
 from ..progress import ProgressBar
 from ..random import generator, manual_seed
+from .placement import check_device, place
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
 
@@ -152,8 +153,9 @@ def _write_json(path, data):
     os.replace(tmp, path)
 
 
-def load_run(folder):
-    """(model, tokenizer, meta) of a run folder's checkpoint."""
+def load_run(folder, device="cpu"):
+    """(model, tokenizer, meta) of a run folder's checkpoint, the model on ``device``."""
+    check_device(device)
     path = os.path.join(folder, "model.npz")
     if not os.path.exists(path):
         raise CheckpointError(f"{folder!r} is not a tinyar run folder: it has no model.npz")
@@ -162,7 +164,7 @@ def load_run(folder):
     hierarchy = ClassHierarchy.from_dict(meta["hierarchy"]) if meta.get("hierarchy") else None
     model = AutoregressiveLM.from_config(meta["model"], hierarchy)
     checkpoint.load(model, path)
-    return model, tokenizer, meta
+    return place(model, device), tokenizer, meta
 
 
 def train_lm(config: LMConfig, resume=None, steps=None, quiet=False):
@@ -177,6 +179,7 @@ def train_lm(config: LMConfig, resume=None, steps=None, quiet=False):
         config, progress = LMConfig(**meta["config"]), meta["progress"]
         config.out = resume
         history = json.load(open(os.path.join(resume, "log.json")))["history"]
+    check_device(config.device)
     manual_seed(config.seed)
     text = load_corpus(config.data, max_chars=config.max_chars)
     tokenizer = build_tokenizer(config, text) if not resume else \
@@ -186,9 +189,7 @@ def train_lm(config: LMConfig, resume=None, steps=None, quiet=False):
     val_ids = val_ids[:config.eval_tokens]
     hierarchy = build_hierarchy(config, tokenizer) if not resume else \
         (ClassHierarchy.from_dict(meta["hierarchy"]) if meta["hierarchy"] else None)
-    model = build_model(config, tokenizer, hierarchy)
-    if config.device != "cpu":
-        model.to(config.device)
+    model = place(build_model(config, tokenizer, hierarchy), config.device)
     optimizer = build_optimizer(config, model)
     batcher = StreamBatcher(train_ids, config.batch, config.bptt, drop_last=True)
     if steps is not None:
@@ -311,9 +312,10 @@ def _plots(run, history):
                 f.write(f"=== step {r['step']} ===\n{r['sample']}\n\n")
 
 
-def evaluate_run(folder, data=None, split_name="val", max_chars=None, batch=16, bptt=128):
+def evaluate_run(folder, data=None, split_name="val", max_chars=None, batch=16, bptt=128,
+                 device="cpu"):
     """nats/token, perplexity and bits/token of a run's model on some text."""
-    model, tokenizer, meta = load_run(folder)
+    model, tokenizer, meta = load_run(folder, device)
     config = meta["config"]
     text = load_corpus(data or config["data"], max_chars=max_chars or config["max_chars"])
     ids = tokenizer.encode(text, errors="replace")
