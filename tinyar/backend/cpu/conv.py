@@ -27,8 +27,9 @@ around the copies use both cores through BLAS.
 
 ``to_batch_major`` / ``to_channel_major`` reorder between the product's
 (C, N*P) layout and (N, C, P), with the bias add / bias gradient fused into
-the same pass; ``add_channel_bias`` / ``channel_sums`` do those for the
-per-sample products (see ``nn/conv.py`` for when each is used).
+the same pass, and a ReLU's forward / backward too when the layer has
+``activation="relu"``; ``add_channel_bias`` / ``channel_sums`` do those for
+the per-sample products (see ``nn/conv.py`` for when each is used).
 """
 import numpy as np
 from numba import njit, uint64
@@ -174,41 +175,57 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation, out=None):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _to_batch_major(y, bias, out):
-    """y (C, N, P) -> out (N, C, P), + bias[c] (fused: one pass instead of two)."""
+def _to_batch_major(y, bias, relu, out):
+    """y (C, N, P) -> out (N, C, P), + bias[c], then max(0, .) when ``relu`` (fused:
+    one pass instead of three)."""
     channels, n_batch, spatial = y.shape
+    zero = y.dtype.type(0)
     for n in range(n_batch):
         for c in range(channels):
             b = bias[c]
-            for p in range(uint64(spatial)):
-                out[n, c, p] = y[c, n, p] + b
+            if relu:
+                for p in range(uint64(spatial)):
+                    v = y[c, n, p] + b
+                    out[n, c, p] = v if v > zero else zero
+            else:
+                for p in range(uint64(spatial)):
+                    out[n, c, p] = y[c, n, p] + b
 
 
-def to_batch_major(y, batch, bias, out=None):
+def to_batch_major(y, batch, bias, out=None, relu=False):
     y = contiguous(y)
     channels = y.shape[0]
     y3 = y.reshape(channels, batch, -1)
     out = _out(out, (batch, channels, y3.shape[2]), y.dtype)
     bias = np.zeros(channels, y.dtype) if bias is None else contiguous(bias)
-    _to_batch_major(y3, bias, out)
+    _to_batch_major(y3, bias, bool(relu), out)
     return out
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _to_channel_major(x, grad_bias, out):
-    """x (N, C, P) -> out (C, N, P); grad_bias[c] += the sum of x[:, c, :] (fused)."""
+def _to_channel_major(x, relu_output, masked, grad_bias, out):
+    """x (N, C, P) -> out (C, N, P); grad_bias[c] += the sum of x[:, c, :] (fused).
+    When ``masked``, x is first multiplied by [relu_output > 0] (the ReLU's
+    backward, fused too)."""
     n_batch, channels, spatial = x.shape
+    zero = x.dtype.type(0)
     for n in range(n_batch):
         for c in range(channels):
-            s = x.dtype.type(0)
-            for p in range(uint64(spatial)):
-                v = x[n, c, p]
-                out[c, n, p] = v
-                s += v
+            s = zero
+            if masked:
+                for p in range(uint64(spatial)):
+                    v = x[n, c, p] if relu_output[n, c, p] > zero else zero
+                    out[c, n, p] = v
+                    s += v
+            else:
+                for p in range(uint64(spatial)):
+                    v = x[n, c, p]
+                    out[c, n, p] = v
+                    s += v
             grad_bias[c] += s
 
 
-def to_channel_major(x, grad_bias=None, out=None):
+def to_channel_major(x, grad_bias=None, out=None, relu_output=None):
     x = contiguous(x)
     n, c, p = x.shape
     out = _out(out, (c, n * p), x.dtype)
@@ -216,25 +233,35 @@ def to_channel_major(x, grad_bias=None, out=None):
         grad_bias = np.zeros(c, x.dtype)
     elif not grad_bias.flags.c_contiguous:
         raise ValueError("grad_bias is updated in place and must be C-contiguous")
-    _to_channel_major(x, grad_bias.reshape(-1), out.reshape(c, n, p))
+    masked = relu_output is not None
+    relu_output = contiguous(relu_output).reshape(x.shape) if masked else x
+    _to_channel_major(x, relu_output, masked, grad_bias.reshape(-1), out.reshape(c, n, p))
     return out
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _add_channel_bias(y, bias):
+def _add_channel_bias(y, bias, relu):
     n_batch, channels, spatial = y.shape
+    zero = y.dtype.type(0)
     for n in range(n_batch):
         for c in range(channels):
             b = bias[c]
-            for p in range(uint64(spatial)):
-                y[n, c, p] += b
+            if relu:
+                for p in range(uint64(spatial)):
+                    v = y[n, c, p] + b
+                    y[n, c, p] = v if v > zero else zero
+            else:
+                for p in range(uint64(spatial)):
+                    y[n, c, p] += b
 
 
-def add_channel_bias(y, bias):
+def add_channel_bias(y, bias, relu=False):
     if not y.flags.c_contiguous:
         y += bias[None, :, None]
+        if relu:
+            np.maximum(y, 0, out=y)
         return y
-    _add_channel_bias(y.reshape(y.shape[0], y.shape[1], -1), contiguous(bias))
+    _add_channel_bias(y.reshape(y.shape[0], y.shape[1], -1), contiguous(bias), bool(relu))
     return y
 
 

@@ -97,10 +97,12 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation, out=None):
 @op("y: (C, N*P); bias: (C,) or None; out: (N, C, P)",
     example=lambda rng, dtype: dict(y=rng.standard_normal((4, 3 * 5)).astype(dtype), batch=3,
                                     bias=rng.standard_normal(4).astype(dtype)))
-def to_batch_major(y, batch, bias, out=None):
-    """out[n, c, p] = y[c, n*P + p] + bias[c]: a product's output back to (N, C, P)."""
+def to_batch_major(y, batch, bias, out=None, relu=False):
+    """out[n, c, p] = y[c, n*P + p] + bias[c]: a product's output back to (N, C, P);
+    then max(0, out) when ``relu`` (a fused activation)."""
     out = y.reshape(y.shape[0], batch, -1).transpose(1, 0, 2)
-    return out + bias[None, :, None] if bias is not None else out.copy()
+    out = out + bias[None, :, None] if bias is not None else out.copy()
+    return np.maximum(out, 0) if relu else out
 
 
 def _channel_major_example(rng, dtype):
@@ -111,8 +113,13 @@ def _channel_major_example(rng, dtype):
 
 @op("x: (N, C, P); grad_bias: (C,) or None; out: (C, N*P); updates grad_bias",
     example=_channel_major_example, inplace=("grad_bias", "out"))
-def to_channel_major(x, grad_bias=None, out=None):
-    """out[c, n*P + p] = x[n, c, p]; grad_bias += x summed over n and p (a bias gradient)."""
+def to_channel_major(x, grad_bias=None, out=None, relu_output=None):
+    """out[c, n*P + p] = x[n, c, p]; grad_bias += x summed over n and p (a bias gradient).
+
+    With ``relu_output`` (N, C, P), the output of a fused ReLU, x is first
+    multiplied by [relu_output > 0]: the ReLU's backward."""
+    if relu_output is not None:
+        x = x * (relu_output > 0)
     n, c, p = x.shape
     moved = x.transpose(1, 0, 2).reshape(c, n * p)
     return (None if grad_bias is None else grad_bias + x.sum(axis=(0, 2))), moved
@@ -122,9 +129,10 @@ def to_channel_major(x, grad_bias=None, out=None):
     example=lambda rng, dtype: dict(y=rng.standard_normal((3, 4, 5)).astype(dtype),
                                     bias=rng.standard_normal(4).astype(dtype)),
     inplace=("y",))
-def add_channel_bias(y, bias):
-    """y[n, c, p] += bias[c]."""
-    return y + bias[None, :, None]
+def add_channel_bias(y, bias, relu=False):
+    """y[n, c, p] += bias[c]; then max(0, y) when ``relu`` (a fused activation)."""
+    y = y + bias[None, :, None]
+    return np.maximum(y, 0) if relu else y
 
 
 @op("x: (N, C, P); out: (C,)",
