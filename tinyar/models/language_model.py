@@ -25,6 +25,7 @@ import math
 
 import numpy as np
 
+from ..backend import backend_of
 from ..data.hierarchy import ClassHierarchy
 from ..errors import ShapeError
 from ..nn import Dropout, Embedding, Linear, Module
@@ -152,9 +153,8 @@ class AutoregressiveLM(Module):
     def next_log_probs(self, ids, state=None):
         """log P(next token | ids) after the last position of each row: (N, V), and the state."""
         features, state = self.features(ids, state)
-        last = np.ascontiguousarray(features[:, -1, :])
+        last = _last_step(features)
         if self.head_kind == "flat":
-            from ..backend import backend_of
             return backend_of(last).log_softmax_forward(self.decoder(last)), state
         return self.head.log_prob(last), state
 
@@ -173,7 +173,7 @@ class AutoregressiveLM(Module):
             out = list(prompt_ids[0])
             features, state = self.features(prompt_ids)
             for _ in range(int(max_new_tokens)):
-                last = np.ascontiguousarray(features[:, -1, :])
+                last = _last_step(features)
                 if self.head_kind == "flat":
                     token = sample_from_log_probs(self.decoder(last), temperature, top_k, rng)[0]
                 else:
@@ -199,6 +199,14 @@ class AutoregressiveLM(Module):
         finally:
             self.train(was_training)
         return total / max(count, 1)
+
+
+def _last_step(features):
+    """features[:, -1, :] as a C-contiguous (N, H) array on the device of ``features``
+    (numba device arrays have no ``np.ascontiguousarray``)."""
+    last = backend_of(features).empty((features.shape[0], features.shape[2]), features.dtype)
+    last[:] = features[:, -1, :]
+    return last
 
 
 def perplexity(nats_per_token):

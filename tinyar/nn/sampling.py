@@ -1,6 +1,8 @@
 """Drawing tokens or labels from log-probabilities, with temperature and top-k."""
 import numpy as np
 
+from ..device import to_host
+
 
 def sample_from_log_probs(logp, temperature=1.0, top_k=None, rng=None):
     """One index per row from softmax(logp / temperature), optionally among the top k.
@@ -12,6 +14,7 @@ def sample_from_log_probs(logp, temperature=1.0, top_k=None, rng=None):
     if rng is None:
         from ..random import generator
         rng = generator()
+    logp = to_host(logp)  # one row per sequence: drawing happens on the host
     if temperature <= 0:
         return logp.argmax(axis=1)
     z = logp.astype(np.float64) / temperature
