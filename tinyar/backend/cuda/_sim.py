@@ -23,18 +23,20 @@ numba-cuda 0.30):
 * no arithmetic, no comparisons, no NumPy methods, no ufuncs: each raises
   an error that says the code assumed a NumPy array.
 
-``kernel_modules_follow_the_launch`` works around a race in the simulator
-(see its docstring).
+``kernel_modules_follow_the_launch`` and ``_locked_shared_array`` work
+around two races in the simulator (see their docstrings).
 """
 import sys
+import threading
 from contextlib import contextmanager
 
 import numpy as np
 from numba import cuda as numba_cuda  # not "cuda": that name is swapped below
 from numba.cuda.simulator import kernel as _sim_kernel
+from numba.cuda.simulator import kernelapi as _sim_kernelapi
 from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
-_METADATA = {"strides", "dtype", "size", "ndim", "flags", "stream"}
+_METADATA = {"strides", "dtype", "size", "ndim", "stream"}
 
 
 def _numpy_only(name):
@@ -82,6 +84,13 @@ class SimDeviceArray(FakeCUDAArray):
     @property
     def shape(self):
         return tuple(self._ary.shape)  # host side: a plain tuple, as DeviceNDArray.shape
+
+    @property
+    def flags(self):
+        # DeviceNDArray.flags is a plain dict: x.flags["C_CONTIGUOUS"] works on both
+        # kinds of array, x.flags.c_contiguous only on NumPy's
+        return {"C_CONTIGUOUS": bool(self._ary.flags.c_contiguous),
+                "F_CONTIGUOUS": bool(self._ary.flags.f_contiguous)}
 
     def __getattr__(self, name):
         if name in _METADATA:
@@ -190,3 +199,36 @@ def kernel_modules_follow_the_launch():
     finally:
         for m in modules:
             m.cuda = real
+
+
+_SHARED_LOCK = threading.Lock()
+_unlocked_shared_array = _sim_kernelapi.FakeCUDAShared.array
+
+
+def _locked_shared_array(self, shape, dtype):
+    """``cuda.shared.array`` of the simulator, made thread-safe.
+
+    The simulator gives each ``cuda.shared.array`` line of a block one NumPy
+    array, looked up by (file, line) in a dict and created when missing, with
+    no lock. Each simulated thread is a Python thread: two of them could both
+    find it missing and each create its own, and a thread then read a tile
+    of a matrix product that nobody had written into *its* array (the
+    "intermittent GEMM garbage" seen in ~2 of 12 CI runs, and 3 of 7 runs of
+    the optimizer tests). Looking up and creating under a lock removes it.
+    """
+    if shape == 0:  # dynamic shared memory: one buffer, nothing to create
+        return _unlocked_shared_array(self, shape, dtype)
+    from numba.core import types
+    from numba.np import numpy_support
+    if isinstance(dtype, types.Type):
+        dtype = numpy_support.as_dtype(dtype)
+    frame = sys._getframe(1)
+    caller = (frame.f_code.co_filename, frame.f_lineno)
+    with _SHARED_LOCK:
+        array = self._allocations.get(caller)
+        if array is None:
+            array = self._allocations[caller] = np.empty(shape, dtype)
+    return array
+
+
+_sim_kernelapi.FakeCUDAShared.array = _locked_shared_array
