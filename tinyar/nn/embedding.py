@@ -26,7 +26,9 @@ class Embedding(Module):
     stays zero under plain SGD (a "no token" vector). A negative value counts
     from the end, as in PyTorch.
 
-    Indices are not differentiable: backward returns None.
+    Indices are not differentiable: backward returns None. On a GPU they
+    may be a device array or a NumPy array (data loaders make them on the
+    host), which the ops copy over.
     """
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32):
@@ -55,7 +57,9 @@ class Embedding(Module):
             raise DTypeError(f"{describe(self)}: expected integer indices, got {got}")
         if indices.size == 0:
             return
-        host = np.asarray(indices)
+        # a kernel cannot raise, so the range is checked here, on the host: free for
+        # indices from a data loader, one copy for indices already on the GPU
+        host = backend_of(indices).to_host(indices)
         low, high = int(host.min()), int(host.max())
         if low < 0 or high >= self.num_embeddings:
             bad = low if low < 0 else high

@@ -17,6 +17,11 @@ is folded into the scale the backward kernels multiply by:
 
     'sum':  dL/dloss_i = grad          'mean': dL/dloss_i = grad / divisor
     'none': dL/dloss_i = grad_i
+
+On a GPU the losses stay device arrays; what crosses to the host is the
+loss value (a Python float, the sum of the per-row losses) and, for 'mean'
+over class indices, the targets and class weights the divisor is counted
+from (targets usually live on the host anyway: data loaders make them there).
 """
 import numpy as np
 
@@ -27,6 +32,11 @@ from .checks import (check_finite_loss, check_float_input, check_same_shape, che
 from .module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
+
+
+def _on_host(array):
+    """A NumPy array of ``array``'s values (no copy when it is one already)."""
+    return backend_of(array).to_host(array)
 
 
 class _Loss(Module):
@@ -69,7 +79,7 @@ class _Loss(Module):
         if tuple(grad.shape) != self._loss_shape:
             raise ShapeError(f"{describe(self)}: expected grad of the loss's shape "
                              f"{self._loss_shape}, got {tuple(grad.shape)}")
-        return 1.0, grad.astype(like.dtype, copy=False)
+        return 1.0, backend_of(like).asarray(grad, dtype=like.dtype)
 
 
 class _ClassIndexLoss(_Loss):
@@ -115,7 +125,7 @@ class _ClassIndexLoss(_Loss):
                              f"{tuple(input.shape)}, got {tuple(target.shape)}")
         self._input_shape = tuple(input.shape)
         if input.ndim > 2:
-            input = input.transpose((0,) + tuple(range(2, input.ndim)) + (1,))
+            input = backend_of(input).permute(input, (0,) + tuple(range(2, input.ndim)) + (1,))
         return input.reshape(-1, classes), target.reshape(-1)
 
     def _from_rows(self, grad_rows):
@@ -124,14 +134,19 @@ class _ClassIndexLoss(_Loss):
         if len(shape) <= 2:
             return grad_rows.reshape(shape)
         moved = grad_rows.reshape((shape[0],) + shape[2:] + (shape[1],))
-        return moved.transpose((0, len(shape) - 1) + tuple(range(1, len(shape) - 1)))
+        return backend_of(moved).permute(
+            moved, (0, len(shape) - 1) + tuple(range(1, len(shape) - 1)))
 
     def _mean_divisor(self, targets):
-        """torch's divisor of 'mean': the summed weight of the non-ignored targets."""
+        """torch's divisor of 'mean': the summed weight of the non-ignored targets
+        (None for the other reductions, which need none). Counted on the host."""
+        if self.reduction != "mean":
+            return None
+        targets = _on_host(targets)
         keep = targets[targets != self.ignore_index]
         if self.weight is None:
             return keep.size
-        return float(np.sum(self.weight[keep], dtype=np.float64))
+        return float(np.sum(_on_host(self.weight)[keep], dtype=np.float64))
 
     def _row_scale(self, grad, like):
         """dL/dloss_r for each row, as an array of the logits' dtype."""

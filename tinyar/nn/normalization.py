@@ -164,10 +164,22 @@ class BatchNorm1d(Module):
         return y
 
     def _update_running(self, B, mean, var, count):
-        self.num_batches_tracked[...] += 1  # in place: the buffer stays registered
-        momentum = 1.0 / int(self.num_batches_tracked) if self.momentum is None else self.momentum
+        batches = self._count_batch()
+        momentum = 1.0 / batches if self.momentum is None else self.momentum
         B.batch_norm_update_running(self.running_mean, self.running_var, mean, var, momentum,
                                     count)
+
+    def _count_batch(self):
+        """num_batches_tracked += 1, in place (the buffer stays registered); the new count.
+
+        After ``.to("cuda")`` the buffer is a 0-d device array, which has no
+        ``+=``: the count makes a round trip through the host (8 bytes each
+        way), the one host copy of a BatchNorm training step on a GPU.
+        """
+        tracked = self.num_batches_tracked
+        batches = int(backend_of(tracked).to_host(tracked)) + 1
+        tracked[()] = batches
+        return batches
 
     def backward(self, grad_out):
         _check_grad(self, grad_out, self._x.shape)

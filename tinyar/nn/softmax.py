@@ -7,8 +7,9 @@ For a vector x (one slice along ``dim``):
 
 Both are computed with the row maximum subtracted first (the result is the
 same, and exp cannot overflow). The kernels work on the last axis of a
-(rows, C) array: for another ``dim`` the axis is moved last (one copy),
-normalised, and moved back (the output is then a strided view).
+(rows, C) array: for another ``dim`` the axis is moved last (``B.permute``,
+one copy), normalised, and moved back (on the CPU a strided view, no copy;
+numba's GPU arrays cannot be such views, so there it is a second copy).
 
 For a classifier, feed the raw logits to ``CrossEntropyLoss`` instead of
 Softmax -> log -> NLLLoss: it fuses the log-softmax and is more accurate.
@@ -43,7 +44,7 @@ class _AlongAxis(Module):
         self._axes = None
         if axis != x.ndim - 1:
             self._axes = tuple(a for a in range(x.ndim) if a != axis) + (axis,)
-            x = x.transpose(self._axes)
+            x = backend_of(x).permute(x, self._axes)
         self._moved_shape = x.shape
         return x.reshape(-1, x.shape[-1])
 
@@ -60,7 +61,7 @@ class _AlongAxis(Module):
         inverse = [0] * len(self._axes)
         for position, axis in enumerate(self._axes):
             inverse[axis] = position
-        return y.transpose(inverse)
+        return backend_of(y).permute(y, inverse)
 
 
 class Softmax(_AlongAxis):

@@ -90,4 +90,5 @@ def _grad_buffers(parameters, owner):
     if span is not None:
         buffer, lo, hi = span
         return [buffer.grad[lo:hi]]
-    return [p.grad.reshape(-1) if p.grad.flags.c_contiguous else p.grad for p in unique]
+    # flags["C_CONTIGUOUS"]: a numba device array's .flags is a plain dict (no .c_contiguous)
+    return [p.grad.reshape(-1) if p.grad.flags["C_CONTIGUOUS"] else p.grad for p in unique]

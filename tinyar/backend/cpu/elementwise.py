@@ -3,17 +3,32 @@
 Each kernel works on flat 1-D views; the Python wrapper above it makes the
 input contiguous and allocates the output. Serial on purpose (see
 ``backend/threads.py``).
+
+Dropout masks: Philox2x32-10 of (seed, offset + i) for element i, the
+generator described in ``backend/ops/elementwise.py``, in uint64 integer
+arithmetic, so that this loop and the CUDA kernel produce the same bits.
+(LLVM vectorises the loop: 1M mask entries take ~0.8 ms, half the time
+NumPy's ``rng.random(n) >= p`` took.)
 """
 import math
 
+import numpy as np
 from numba import njit
 
+from ..ops.elementwise import mask_arguments
 from ._util import ERROR_MODEL, FASTMATH, as_float, contiguous, flat, out_like
 from .fastmath import fast_sigmoid, fast_tanh
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
            "tanh_forward", "tanh_backward", "sigmoid_forward", "sigmoid_backward",
-           "gelu_forward", "gelu_backward", "dropout_apply"]
+           "gelu_forward", "gelu_backward", "gated_tanh_forward",
+           "gated_tanh_backward", "dropout_mask", "dropout_apply", "permute"]
+
+# Philox2x32-10's constants (as in ops/elementwise.py), written out here: cached
+# kernels freeze globals, and the cache is keyed to this folder's sources only
+# (cache.py). uint64, since numba would turn uint64 mixed with int64 into float64.
+_M, _W, _ROUNDS = np.uint64(0xD256D193), np.uint64(0x9E3779B9), 10
+_LOW32, _32 = np.uint64(0xFFFFFFFF), np.uint64(32)
 
 _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
@@ -86,6 +101,39 @@ def _gelu_grad(grad, x, out):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _gated_tanh(a, b, out):
+    for i in range(a.size):
+        out[i] = fast_tanh(a[i]) * fast_sigmoid(b[i])
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _gated_tanh_grad(grad, a, b, grad_a, grad_b):
+    one = a.dtype.type(1)
+    for i in range(a.size):
+        u, s = fast_tanh(a[i]), fast_sigmoid(b[i])
+        g = grad[i]
+        grad_a[i] = g * s * (one - u * u)
+        grad_b[i] = g * u * s * (one - s)
+
+
+@njit(cache=True, inline="always")
+def philox_word(counter, key):
+    """The first output word of Philox2x32-10 (counter: uint64, key: 32 bits in a uint64)."""
+    x0, x1 = counter & _LOW32, counter >> _32
+    for _ in range(_ROUNDS):
+        product = x0 * _M
+        x0, x1 = (product >> _32) ^ key ^ x1, product & _LOW32
+        key = (key + _W) & _LOW32
+    return x0
+
+
+@njit(cache=True)
+def _dropout_mask(seed, offset, threshold, keep):
+    for i in range(keep.size):
+        keep[i] = philox_word(offset + np.uint64(i), seed) >= threshold
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _dropout(x, keep, scale, out):
     for i in range(x.size):
         out[i] = x[i] * scale if keep[i] else 0
@@ -145,8 +193,44 @@ def gelu_backward(grad, x, out=None):
     return _binary(_gelu_grad, grad, x, out)
 
 
+def gated_tanh_forward(a, b, out=None):
+    return _binary(_gated_tanh, a, b, out)
+
+
+def gated_tanh_backward(grad, a, b, grad_a=None, grad_b=None):
+    grad, a, b = contiguous(grad), contiguous(a), contiguous(b)
+    grad_a, grad_b = out_like(grad_a, a), out_like(grad_b, a)
+    _gated_tanh_grad(flat(grad), flat(a), flat(b), flat(grad_a), flat(grad_b))
+    return grad_a, grad_b
+
+
+def dropout_mask(shape, p, seed, offset, out=None):
+    if out is None:
+        keep = np.empty(shape, np.bool_)
+    elif out.shape != tuple(shape) or out.dtype != np.bool_ or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous bool array of shape {tuple(shape)}, got "
+                         f"{out.dtype.name} {out.shape}")
+    else:
+        keep = out
+    seed, offset, threshold = mask_arguments(keep.size, p, seed, offset)
+    _dropout_mask(seed, offset, threshold, flat(keep))
+    return keep
+
+
 def dropout_apply(x, keep, scale, out=None):
     x, keep = contiguous(x), contiguous(keep)
     out = out_like(out, x)
     _dropout(flat(x), flat(keep), as_float(scale, x), flat(out))
+    return out
+
+
+def permute(x, axes, out=None):
+    """A view with the axes reordered (NumPy strides express any order; the kernel
+    that reads it copies it if it needs rows contiguous), or a copy into ``out``."""
+    view = x.transpose(axes)
+    if out is None:
+        return view
+    if out.shape != view.shape:
+        raise ValueError(f"out has shape {out.shape}, expected {view.shape}")
+    out[...] = view
     return out
