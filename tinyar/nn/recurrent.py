@@ -18,7 +18,8 @@ every layer but the last with probability p and scales the rest by 1/(1-p), in
 training mode only (masks drawn from ``tinyar.random.generator()``).
 
 How the work is split (this is what makes the layer fast; the time loop itself
-is ``B.<kind>_sequence_forward`` in ``backend/cpu/rnn.py``)::
+is ``B.<kind>_sequence_forward`` in ``backend/cpu/rnn.py``, and on a GPU in
+``backend/cuda/rnn.py``, one kernel launch for all T steps)::
 
     forward, per layer
         A = X W_ih^T                  ONE matrix product for all T*N rows
@@ -83,15 +84,23 @@ def detach_state(state):
         return None
     if isinstance(state, (tuple, list)):
         return tuple(detach_state(s) for s in state)
-    return state.copy()
+    return _copy(backend_of(state), state)
+
+
+def _copy(B, x):
+    """A C-contiguous copy of ``x`` on its own device (numba device arrays have no
+    ``.copy()``; on the CPU this is the same single copy as ``x.copy()``)."""
+    out = B.empty(x.shape, x.dtype)
+    out[:] = x
+    return out
 
 
 class _Workspace:
-    """Time-major buffers of one (T, N, dtype), reused while the shape repeats."""
+    """Time-major buffers of one (T, N, dtype, device), reused while they repeat."""
 
     def __init__(self, B, layer, steps, rows, dtype):
         L, H, G = layer.num_layers, layer.hidden_size, GATES[layer.kind]
-        self.key = (steps, rows, np.dtype(dtype))
+        self.key = (steps, rows, np.dtype(dtype), B.name)
         self.gates = [B.empty((steps, rows, G * H), dtype) for _ in range(L)]
         self.h = [B.empty((steps + 1, rows, H), dtype) for _ in range(L)]
         self.c = [B.empty((steps + 1, rows, H), dtype) for _ in range(L)] \
@@ -173,8 +182,9 @@ class _Recurrent(Module):
         """x as a C-contiguous (T, N, I) array, and whether it was unbatched."""
         if self.batch_first and x.ndim == 3:
             return B.swap_axes01(x), False
-        xs = x.reshape(x.shape[0], 1, x.shape[1]) if x.ndim == 2 else x
-        return (xs if xs.flags.c_contiguous else xs.copy()), x.ndim == 2
+        if not x.flags["C_CONTIGUOUS"]:  # (NumPy's flags and numba's both take this key)
+            x = _copy(B, x)
+        return (x.reshape(x.shape[0], 1, x.shape[1]) if x.ndim == 2 else x), x.ndim == 2
 
     def _run(self, x, states):
         """The shared forward: ``states`` are the checked initial states (or None) of
@@ -184,7 +194,7 @@ class _Recurrent(Module):
         steps, rows = xs.shape[:2]
         dtype = xs.dtype
         ws = self._ws
-        if ws is None or ws.key != (steps, rows, np.dtype(dtype)):
+        if ws is None or ws.key != (steps, rows, np.dtype(dtype), B.name):
             ws = self._ws = _Workspace(B, self, steps, rows, dtype)
         shape = (self.num_layers, rows, self.hidden_size)
         states = [None if s is None else s.reshape(shape) for s in states]
@@ -203,11 +213,11 @@ class _Recurrent(Module):
 
         top = ws.h[-1][1:]
         if unbatched:
-            output = top.reshape(steps, self.hidden_size).copy()
+            output = _copy(B, top.reshape(steps, self.hidden_size))
         elif self.batch_first:
             output = B.swap_axes01(top)
         else:
-            output = top.copy()
+            output = _copy(B, top)
         final = []
         for buffers in self._state_buffers(ws):
             s = B.empty(shape, dtype)
@@ -364,7 +374,7 @@ class RNN(_HiddenStateOnly):
 
     def _recurrence_backward(self, B, ws, k, grad_states, grad_initial):
         # the preactivations are not needed after the forward: their buffer takes da
-        ws.grad_bias[0][...] = 0
+        ws.grad_bias[0][:] = 0
         B.rnn_sequence_backward(ws.h[k], self.weights(k)[1].data, ws.grad_h, ws.gates[k],
                                 ws.grad_bias[0], self.nonlinearity)
         return ws.gates[k], ws.gates[k]
@@ -417,10 +427,10 @@ class LSTM(_Recurrent):
     def _recurrence_backward(self, B, ws, k, grad_states, grad_initial):
         grad_c = grad_initial[1][k]  # dL/dc_T in, dL/dc_0 out
         if grad_states[1] is None:
-            grad_c[...] = 0
+            grad_c[:] = 0
         else:
-            grad_c[...] = grad_states[1][k]
-        ws.grad_bias[0][...] = 0
+            grad_c[:] = grad_states[1][k]
+        ws.grad_bias[0][:] = 0
         B.lstm_sequence_backward(ws.gates[k], ws.c[k], self.weights(k)[1].data, ws.grad_h,
                                  grad_c, ws.grad_bias[0])
         return ws.gates[k], ws.gates[k]
@@ -453,8 +463,8 @@ class GRU(_HiddenStateOnly):
                                zero if b_hh is None else b_hh.data, ws.h[k], ws.hn[k])
 
     def _recurrence_backward(self, B, ws, k, grad_states, grad_initial):
-        ws.grad_bias[0][...] = 0
-        ws.grad_bias[1][...] = 0
+        ws.grad_bias[0][:] = 0
+        ws.grad_bias[1][:] = 0
         B.gru_sequence_backward(ws.gates[k], ws.hn[k], ws.h[k], self.weights(k)[1].data,
                                 ws.grad_h, ws.grad_gh, ws.grad_bias[0], ws.grad_bias[1])
         return ws.gates[k], ws.grad_gh
@@ -465,13 +475,13 @@ def _bias_sum(ws, k, b_ih, b_hh):
     the same preactivation, so the kernels add their sum once."""
     bias = ws.bias[k]
     if b_ih is None:
-        bias[...] = 0
+        bias[:] = 0
     else:
-        bias[...] = b_ih.data
+        bias[:] = b_ih.data
         backend_of(bias).axpy(1.0, b_hh.data, bias)
     return bias
 
 
 def _zero_bias(ws, k):
-    ws.bias[k][...] = 0
+    ws.bias[k][:] = 0
     return ws.bias[k]
