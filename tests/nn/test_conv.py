@@ -60,6 +60,68 @@ def test_conv2d_gradcheck_grouped_per_sample_path():
     assert_gradcheck(layer, _x(np.random.default_rng(3), (2, 2, 3, 4)))
 
 
+# --- the fused ReLU ---------------------------------------------------------------
+FUSED_CASES = [
+    (lambda **kw: Conv2d(3, 4, 3, padding=1, **kw), (2, 3, 5, 4)),           # one product
+    (lambda **kw: Conv2d(1, 6, 2, **kw), (2, 1, 4, 5)),                      # per sample
+    (lambda **kw: Conv2d(1, 6, 2, bias=False, **kw), (2, 1, 4, 5)),          # no bias
+    (lambda **kw: Conv1d(2, 3, 2, padding="causal", dilation=2, **kw), (2, 2, 6)),
+]
+
+
+@pytest.mark.parametrize("make, shape", FUSED_CASES)
+def test_fused_relu_equals_conv_then_relu(make, shape, rng):
+    from tinyar.nn import ReLU
+    fused, plain, relu = make(activation="relu"), make(), ReLU()
+    plain.load_state_dict(fused.state_dict())
+    x = _x(rng, shape).astype(np.float32)
+    y = fused(x)
+    np.testing.assert_array_equal(y, relu(plain(x)))
+    assert (y == 0).any() and (y > 0).any()  # both sides of the kink are exercised
+    grad = _x(rng, y.shape).astype(np.float32)
+    dx = fused.backward(grad)
+    np.testing.assert_allclose(dx, plain.backward(relu.backward(grad)), rtol=1e-6, atol=1e-6)
+    for name, p in fused.named_parameters():
+        np.testing.assert_allclose(p.grad, dict(plain.named_parameters())[name].grad,
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, shape", FUSED_CASES)
+def test_fused_relu_gradcheck(make, shape):
+    # inputs away from the kink at 0, where the central difference is meaningless
+    layer = make(activation="relu", dtype=np.float64)
+    x = _x(np.random.default_rng(5), shape)
+    assert_gradcheck(layer, x)
+
+
+@pytest.mark.torch
+def test_fused_relu_matches_torch_conv_then_relu(rng):
+    torch = torch_or_skip()
+    ours = Conv2d(3, 4, 3, stride=2, padding=1, activation="relu")
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2, padding=1),
+                                 torch.nn.ReLU())
+    with torch.no_grad():
+        theirs[0].weight.copy_(torch.from_numpy(ours.weight.data))
+        theirs[0].bias.copy_(torch.from_numpy(ours.bias.data))
+    x = _x(rng, (2, 3, 7, 6)).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_(True)
+    y, ty = ours(x), theirs(tx)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+    grad = _x(rng, y.shape).astype(np.float32)
+    ty.backward(torch.from_numpy(grad))
+    np.testing.assert_allclose(ours.backward(grad), tx.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours.weight.grad, theirs[0].weight.grad.numpy(), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(ours.bias.grad, theirs[0].bias.grad.numpy(), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_unknown_activation_is_an_error():
+    with pytest.raises(ValueError, match="Conv2d: activation must be one of"):
+        Conv2d(1, 2, 3, activation="tanh")
+    assert "activation='relu'" in repr(Conv1d(1, 2, 3, activation="relu"))
+
+
 def test_conv2d_gradcheck_in_chunks(monkeypatch):
     """A batch larger than CHUNK_BYTES of columns: processed in pieces, columns rebuilt."""
     monkeypatch.setattr(conv_module, "CHUNK_BYTES", 1)

@@ -29,20 +29,34 @@ from .module import Module
 
 
 class GatedActivation(Module):
-    """(N, 2C, T) -> (N, C, T): tanh of the first C channels times sigmoid of the last C."""
+    """(N, 2C, T) -> (N, C, T): tanh of the first C channels times sigmoid of the last C.
+
+        y = tanh(a) * sigmoid(b),   a, b = the two halves of z
+        dL/da = dL/dy * s * (1 - u^2),  dL/db = dL/dy * u * s * (1 - s)
+        (u = tanh(a), s = sigmoid(b), recomputed in backward by the same kernel)
+
+    The halves are split and joined by the convolution's reordering ops: z
+    viewed as (N, 2, C*T) holds two "channels" of C*T values each;
+    ``to_channel_major`` lays them out as two contiguous rows (one pass,
+    on any backend) and ``to_batch_major`` puts two rows back. The gate math
+    itself is one fused kernel each way (``gated_tanh_forward/backward``).
+    """
 
     def forward(self, z):
         B = backend_of(z)
-        channels = z.shape[1] // 2
-        self._u = B.tanh_forward(np.ascontiguousarray(z[:, :channels]))
-        self._s = B.sigmoid_forward(np.ascontiguousarray(z[:, channels:]))
-        return self._u * self._s
+        n, channels, steps = z.shape[0], z.shape[1] // 2, z.shape[2]
+        self._halves = B.to_channel_major(z.reshape(n, 2, channels * steps))  # (2, N*C*T)
+        self._shape = (n, channels, steps)
+        return B.gated_tanh_forward(self._halves[0], self._halves[1]).reshape(self._shape)
 
     def backward(self, grad_out):
         B = backend_of(grad_out)
-        grad_f = B.tanh_backward(grad_out * self._s, self._u)
-        grad_g = B.sigmoid_backward(grad_out * self._u, self._s)
-        return np.concatenate([grad_f, grad_g], axis=1)
+        a, b = self._halves[0], self._halves[1]
+        grad_halves = B.empty(self._halves.shape, grad_out.dtype)
+        B.gated_tanh_backward(grad_out.reshape(-1), a, b, grad_a=grad_halves[0],
+                              grad_b=grad_halves[1])
+        n, channels, steps = self._shape
+        return B.to_batch_major(grad_halves, n, None).reshape(n, 2 * channels, steps)
 
 
 class ResidualBlock(Module):
@@ -56,10 +70,12 @@ class ResidualBlock(Module):
         self.mix = Conv1d(channels, channels, 1, dtype=dtype)
 
     def forward(self, h):
-        return h + self.mix(self.gate(self.dilated(h)))
+        y = self.mix(self.gate(self.dilated(h)))  # a new array: the sum can go into it
+        return backend_of(y).axpy(1.0, h, y)
 
     def backward(self, grad_out):
-        return grad_out + self.dilated.backward(self.gate.backward(self.mix.backward(grad_out)))
+        dh = self.dilated.backward(self.gate.backward(self.mix.backward(grad_out)))
+        return backend_of(dh).axpy(1.0, grad_out, dh)
 
 
 class CausalConvStack(Module):
@@ -100,14 +116,21 @@ class CausalConvStack(Module):
         check_float_input(self, x, self.project.weight.dtype)
         check_shape(self, x, f"(N, T, {self.input_size})", ndim=3)
         check_size(self, x, 2, self.input_size, f"(N, T, {self.input_size})")
-        h = self.project(np.ascontiguousarray(x.transpose(0, 2, 1)))  # (N, C, T)
+        h = self.project(_swap_last_axes(x))  # (N, C, T)
         for block in self._blocks():
             h = block(h)
-        return np.ascontiguousarray(h.transpose(0, 2, 1)), None
+        return _swap_last_axes(h), None
 
     def backward(self, grad_output, grad_state=None):
-        g = np.ascontiguousarray(grad_output.transpose(0, 2, 1))
+        g = _swap_last_axes(grad_output)
         for block in reversed(self._blocks()):
             g = block.backward(g)
         dx = self.project.backward(g)
-        return np.ascontiguousarray(dx.transpose(0, 2, 1)), None
+        return _swap_last_axes(dx), None
+
+
+def _swap_last_axes(x):
+    """(N, A, B) -> (N, B, A), C-contiguous: between batch-first sequences and channels."""
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(x.transpose(0, 2, 1))
+    return backend_of(x).permute(x, (0, 2, 1))  # a device array has no 3-d views: a copy

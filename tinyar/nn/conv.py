@@ -69,15 +69,32 @@ def _same_padding(kernel, dilation):
     return total // 2, total - total // 2
 
 
+def _stacks_products(B):
+    """Whether backend B multiplies stacks, (N, O, K) @ (N, K, P), and views (N, K, P)
+    of the columns: the CPU's NumPy arrays do. The CUDA backend's matmul is 2-d and a
+    device array has no 3-d transposed views, so on a GPU every convolution takes one
+    product for the batch (and the reordering after it is one cheap kernel there)."""
+    return B.name == "cpu"
+
+
+# A fused activation: applied in the same pass as the bias (forward) and the bias
+# gradient (backward), so the layer's output needs no separate ReLU pass each way.
+ACTIVATIONS = (None, "relu")
+
+
 class _Conv(Module):
     """The shared machinery; subclasses say how their input maps to (N, C, H, W)."""
 
     _spatial_names = ("H", "W")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                 groups, bias, dtype, weight_shape):
+                 groups, bias, dtype, weight_shape, activation=None):
         super().__init__()
         name = type(self).__name__
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"{name}: activation must be one of {ACTIVATIONS}, got "
+                             f"{activation!r}")
+        self.activation = activation
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.groups = int(groups)
         if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
@@ -162,25 +179,30 @@ class _Conv(Module):
         # one chunk (the usual case): keep its columns for backward, else rebuild them there
         self._x4, self._cols = x4, (cols if len(chunks) == 1 else None)
         self._x_shape, self._y_shape = x.shape, self._output_shape(x.shape, height, width)
+        self._y = y if self.activation else None  # the ReLU's backward needs y > 0
         return y.reshape(self._y_shape)
 
     def _forward_chunk(self, B, cols, y):
         """y (n, O, P) = W @ cols (per group) + b, for a chunk of n samples."""
         n, weight = y.shape[0], self.weight.data.reshape(self.out_channels, -1)
         bias = None if self.bias is None else self.bias.data
-        if self._per_sample():
+        relu = self.activation == "relu"
+        if self._per_sample() and _stacks_products(B):
             # cols viewed as (n, K, P): one product per sample, landing in y as it is
             stacked = cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)
             for out_rows, col_rows in self._groups():
                 B.matmul(weight[out_rows], stacked[:, col_rows], out=y[:, out_rows])
             if bias is not None:
-                B.add_channel_bias(y, bias)
+                B.add_channel_bias(y, bias, relu=relu)
+            elif relu:
+                B.relu_forward(y, out=y)
         else:
-            # one product for the chunk, (O, n*P), then reordered to (n, O, P) with the bias
+            # one product for the chunk, (O, n*P), then reordered to (n, O, P) with the
+            # bias (and the ReLU) in the same pass
             product = B.empty((self.out_channels, cols.shape[1]), cols.dtype)
             for out_rows, col_rows in self._groups():
                 B.matmul(weight[out_rows], cols[col_rows], out=product[out_rows])
-            B.to_batch_major(product, n, bias, out=y)
+            B.to_batch_major(product, n, bias, out=y, relu=relu)
 
     def _output_shape(self, x_shape, height, width):
         raise NotImplementedError  # abstract
@@ -199,22 +221,26 @@ class _Conv(Module):
         dx = B.empty(x4.shape, x4.dtype) if input_grad else None
         for n0, n1 in self._chunks(x4.shape[0], x4.dtype.itemsize):
             cols = self._cols if self._cols is not None else self._im2col(B, x4[n0:n1])
-            dcols = self._backward_chunk(B, grad[n0:n1], cols, input_grad)
+            y = None if self._y is None else self._y[n0:n1]
+            dcols = self._backward_chunk(B, grad[n0:n1], cols, input_grad, y)
             if input_grad:
                 B.col2im(dcols, x4[n0:n1].shape, self._kernel, self._stride, self._padding,
                          self._dilation, out=dx[n0:n1])
         self._cols = None  # free them (a second backward rebuilds them from x)
         return dx.reshape(self._x_shape) if input_grad else None
 
-    def _backward_chunk(self, B, grad, cols, input_grad):
+    def _backward_chunk(self, B, grad, cols, input_grad, relu_output=None):
         """Add dL/dW, dL/db of a chunk (grad: (n, O, P)); return dL/dcols (K, n*P), or
-        None when ``input_grad`` is False."""
+        None when ``input_grad`` is False. With a fused ReLU, ``relu_output`` is the
+        chunk's output y, and dL/d(pre-activation) = grad * [y > 0]."""
         n = grad.shape[0]
         weight = self.weight.data.reshape(self.out_channels, -1)
         grad_weight = self.weight.grad.reshape(self.out_channels, -1)
         grad_bias = None if self.bias is None else self.bias.grad
         dcols = B.empty(cols.shape, cols.dtype) if input_grad else None
-        if self._per_sample():
+        if self._per_sample() and _stacks_products(B):
+            if relu_output is not None:
+                grad = B.relu_backward(grad, relu_output)
             stacked = cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)  # (n, K, P)
             if input_grad:
                 dstacked = dcols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)
@@ -229,13 +255,18 @@ class _Conv(Module):
             if grad_bias is not None:
                 B.channel_sums(grad, out=grad_bias, accumulate=True)
         else:
-            g = B.to_channel_major(grad, grad_bias)  # (O, n*P), and dL/db += its row sums
+            # (O, n*P), and dL/db += its row sums; the ReLU's mask in the same pass
+            g = B.to_channel_major(grad, grad_bias, relu_output=relu_output)
             for out_rows, col_rows in self._groups():
-                # dW += (cols @ g^T)^T: with more rows than columns (K >= O here) BLAS
-                # splits the product better (LeNet's second convolution: 1.26 ms against
-                # 1.59 ms for g @ cols^T accumulated in place)
-                grad_weight_t = B.matmul(cols[col_rows], g[out_rows], trans_b=True)
-                B.axpy(1.0, grad_weight_t.T, grad_weight[out_rows])
+                if B.name == "cpu":
+                    # dW += (cols @ g^T)^T: with more rows than columns (K >= O here) BLAS
+                    # splits the product better (LeNet's second convolution: 1.26 ms
+                    # against 1.59 ms for g @ cols^T accumulated in place)
+                    grad_weight_t = B.matmul(cols[col_rows], g[out_rows], trans_b=True)
+                    B.axpy(1.0, grad_weight_t.T, grad_weight[out_rows])
+                else:  # one launch, no temporary: dW += g @ cols^T in place
+                    B.matmul(g[out_rows], cols[col_rows], out=grad_weight[out_rows],
+                             trans_b=True, accumulate=True)
                 if input_grad:
                     B.matmul(weight[out_rows], g[out_rows], out=dcols[col_rows], trans_a=True)
         return dcols
@@ -252,13 +283,17 @@ class Conv2d(_Conv):
     kernel_size, stride, dilation: an int or an (h, w) pair; padding: an int,
     a pair, 'valid' (0) or 'same' (output size = input size; stride 1 only).
     groups: the channels split into that many independent convolutions.
+    activation: None, or "relu" for y = max(0, conv(x) + b) fused into the
+    bias pass (backward: dL/d(conv(x) + b) = dL/dy * [y > 0], fused into the
+    bias-gradient pass); the same as Conv2d followed by ReLU, one pass less
+    each way.
     Initialisation as PyTorch: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
     fan_in = C_in / groups * kh * kw. Forward and backward math: the module
     docstring.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, dtype=np.float32):
+                 groups=1, bias=True, dtype=np.float32, activation=None):
         kernel = _pair(kernel_size, "kernel_size", "Conv2d")
         stride, dilation = _pair(stride, "stride", "Conv2d"), _pair(dilation, "dilation", "Conv2d")
         shown_padding = padding if isinstance(padding, str) else _pair(padding, "padding",
@@ -277,7 +312,7 @@ class Conv2d(_Conv):
             pads = (shown_padding[0],) * 2 + (shown_padding[1],) * 2
         shape = (int(out_channels), int(in_channels) // max(int(groups), 1)) + kernel
         super().__init__(in_channels, out_channels, kernel, stride, pads, dilation, groups, bias,
-                         dtype, shape)
+                         dtype, shape, activation)
         # as given, for printing (the base class keeps the 2-d view of them)
         self.kernel_size, self.stride, self.dilation = kernel, stride, dilation
         self.padding = shown_padding
@@ -291,6 +326,8 @@ class Conv2d(_Conv):
             text += f", dilation={self.dilation}"
         if self.groups != 1:
             text += f", groups={self.groups}"
+        if self.activation:
+            text += f", activation={self.activation!r}"
         return text + ("" if self.bias is not None else ", bias=False")
 
     def _as_4d(self, x):
@@ -314,14 +351,14 @@ class Conv1d(_Conv):
     temporal convolutional networks. With stride s, y[t] sees x[<= t * s].
 
     Computed as Conv2d on (N, C, 1, L) with a (1, k) kernel (the module
-    docstring has the math). Initialisation as PyTorch: U(+-1/sqrt(fan_in)),
-    fan_in = C_in / groups * k.
+    docstring has the math). ``activation="relu"``: a fused ReLU, as in
+    Conv2d. Initialisation as PyTorch: U(+-1/sqrt(fan_in)), fan_in = C_in / groups * k.
     """
 
     _spatial_names = ("L",)
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, dtype=np.float32):
+                 groups=1, bias=True, dtype=np.float32, activation=None):
         kernel, stride, dilation = (_single(kernel_size, "kernel_size"), _single(stride, "stride"),
                                     _single(dilation, "dilation"))
         if padding == "causal":
@@ -339,7 +376,7 @@ class Conv1d(_Conv):
             pads = (_single(padding, "padding", minimum=0),) * 2
         shape = (int(out_channels), int(in_channels) // max(int(groups), 1), kernel)
         super().__init__(in_channels, out_channels, (1, kernel), (1, stride), (0, 0) + pads,
-                         (1, dilation), groups, bias, dtype, shape)
+                         (1, dilation), groups, bias, dtype, shape, activation)
         self.kernel_size, self.stride, self.dilation = (kernel,), (stride,), (dilation,)
         self.padding = padding if isinstance(padding, str) else (pads[0],)
 
@@ -352,6 +389,8 @@ class Conv1d(_Conv):
             text += f", dilation={self.dilation}"
         if self.groups != 1:
             text += f", groups={self.groups}"
+        if self.activation:
+            text += f", activation={self.activation!r}"
         return text + ("" if self.bias is not None else ", bias=False")
 
     def _as_4d(self, x):

@@ -24,7 +24,10 @@ with level weights w_c, w_f (1 and 1 by default: then L is exactly the
 cross-entropy of the full factored distribution). Forward sorts the rows by
 their target's class, so each class present in the batch costs one BLAS
 product with its block of ``fine.weight``; the loop over the classes is one
-compiled kernel (``backend/cpu/multilevel.py``), not Python.
+compiled kernel (``backend/cpu/multilevel.py``), not Python. On a GPU the
+whole fine level is one kernel (``backend/cuda/multilevel.py``: a block per
+row). The sorting is index work on the targets, which come from the data
+loader on the host: it stays there, and only the index arrays go over.
 
 Backward (z = logits of one softmax, p = softmax(z), e = one-hot of the target):
     dL/dz = w (p - e) / M    for the coarse softmax and for each row's class softmax
@@ -34,6 +37,7 @@ import numpy as np
 
 from ..backend import backend_of
 from ..data.hierarchy import ClassHierarchy
+from ..device import to_host
 from ..errors import ShapeError
 from ..random import generator
 from .checks import (check_finite_loss, check_float_input, check_shape, check_size,
@@ -91,40 +95,45 @@ class MultiLevelSoftmax(Module):
     # --- training -----------------------------------------------------------
     def forward(self, h, targets):
         self._check_h(h)
-        targets = np.asarray(targets)
+        targets = to_host(targets)  # the index work below is done on the host
         if targets.shape != (h.shape[0],):
             raise ShapeError(f"{describe(self)}: expected targets ({h.shape[0]},) for input "
                              f"{tuple(h.shape)}, got {tuple(targets.shape)}")
         check_targets(self, targets, self.num_labels)
         B = backend_of(h)
-        h = np.ascontiguousarray(h)
+        h = _contiguous(h)
         M = h.shape[0]
         w_coarse, w_fine = self.level_weights
         classes = self._parent[targets]
-
-        # coarse level: one product with all C class vectors
-        z = B.matmul(h, self.coarse.weight.data, trans_b=True)
-        B.add_bias(z, self.coarse.bias.data)
-        coarse_losses, coarse_max, coarse_logsum = B.cross_entropy_forward(z, classes)
-
-        # fine level: rows sorted by class, then one compiled loop over the classes
-        # present (one BLAS product and one in-place softmax per class block)
+        # sorting by class happens on the host, where the targets are; the index
+        # arrays the backend reads go over once (on the CPU, B.asarray copies nothing)
         by_class = np.argsort(classes, kind="stable")
         sorted_classes = classes[by_class]
         present, first = np.unique(sorted_classes, return_index=True)
         groups = np.stack([first, np.append(first[1:], M), self._starts[present],
                            self._starts[present + 1]], axis=1)
-        h_sorted = h[by_class]
-        local = self._local[targets[by_class]]
+        local = B.asarray(self._local[targets[by_class]])
+        classes_b, by_class_b = B.asarray(classes), B.asarray(by_class)
+
+        # coarse level: one product with all C class vectors
+        z = B.matmul(h, self.coarse.weight.data, trans_b=True)
+        B.add_bias(z, self.coarse.bias.data)
+        coarse_losses, coarse_max, coarse_logsum = B.cross_entropy_forward(z, classes_b)
+
+        # fine level: rows sorted by class (a gather), then one op for all the classes
+        # present (on the CPU a compiled loop of one BLAS product and one in-place
+        # softmax per class block; on a GPU one kernel, a block per row)
+        h_sorted = B.embedding_forward(h, by_class_b)
         sorted_losses, probs = B.multilevel_fine_forward(h_sorted, self.fine.weight.data,
                                                           self.fine.bias.data, groups, local)
         fine_losses = np.empty(M, h.dtype)
-        fine_losses[by_class] = sorted_losses
-        groups = (by_class, groups, h_sorted, local, probs)
+        fine_losses[by_class] = B.to_host(sorted_losses)
+        groups = (by_class_b, groups, h_sorted, local, probs)
 
-        coarse_mean, fine_mean = float(coarse_losses.mean()), float(fine_losses.mean())
+        coarse_mean = float(B.to_host(coarse_losses).mean())
+        fine_mean = float(fine_losses.mean())
         self.last_losses = (coarse_mean, fine_mean)
-        self._cache = (h, classes, (z, coarse_max, coarse_logsum), groups)
+        self._cache = (h, classes_b, (z, coarse_max, coarse_logsum), groups)
         loss = w_coarse * coarse_mean + w_fine * fine_mean
         check_finite_loss(self, loss)
         return loss
@@ -136,17 +145,19 @@ class MultiLevelSoftmax(Module):
         w_coarse, w_fine = self.level_weights
         scale = float(grad) / M
 
-        dz = B.cross_entropy_backward(*coarse_saved, classes, np.full(M, w_coarse * scale, h.dtype))
+        row_scale = B.asarray(np.full(M, w_coarse * scale, h.dtype))
+        dz = B.cross_entropy_backward(*coarse_saved, classes, row_scale)
         B.matmul(dz, h, out=self.coarse.weight.grad, trans_a=True, accumulate=True)
         B.sum_rows(dz, out=self.coarse.bias.grad, accumulate=True)
         dh = B.matmul(dz, self.coarse.weight.data)
 
         by_class, blocks, h_sorted, local, probs = groups
-        dh_sorted = np.empty_like(h_sorted)
+        dh_sorted = B.empty(h_sorted.shape, h_sorted.dtype)
         B.multilevel_fine_backward(probs, h_sorted, self.fine.weight.data, blocks, local,
                                    w_fine * scale, self.fine.weight.grad, self.fine.bias.grad,
                                    dh_sorted)
-        dh[by_class] += dh_sorted
+        # dh[by_class] += dh_sorted: a scatter-add of rows (by_class is a permutation)
+        B.embedding_backward(dh_sorted, by_class, None, dh)
         return dh
 
     # --- inference ----------------------------------------------------------
@@ -154,7 +165,7 @@ class MultiLevelSoftmax(Module):
         """log P(c | h) for every class: (M, C)."""
         self._check_h(h)
         B = backend_of(h)
-        z = B.matmul(np.ascontiguousarray(h), self.coarse.weight.data, trans_b=True)
+        z = B.matmul(_contiguous(h), self.coarse.weight.data, trans_b=True)
         B.add_bias(z, self.coarse.bias.data)
         return B.log_softmax_forward(z)
 
@@ -162,7 +173,7 @@ class MultiLevelSoftmax(Module):
         """log P(y | c, h) for the labels of class ``c``: (M, |c|), in ``labels_of(c)`` order."""
         B = backend_of(h)
         block = slice(self._starts[c], self._starts[c + 1])
-        z = B.matmul(np.ascontiguousarray(h), self.fine.weight.data[block], trans_b=True)
+        z = B.matmul(_contiguous(h), self.fine.weight.data[block], trans_b=True)
         B.add_bias(z, self.fine.bias.data[block])
         return B.log_softmax_forward(z)
 
@@ -173,10 +184,28 @@ class MultiLevelSoftmax(Module):
         inspection, not for training.
         """
         coarse = self.coarse_log_prob(h)
+        if not isinstance(coarse, np.ndarray):
+            return self._device_log_prob(h, coarse)
         out = np.empty((h.shape[0], self.num_labels), coarse.dtype)
         for c in range(self.num_classes):
             out[:, self.hierarchy.labels_of(c)] = self.fine_log_prob(h, c) + coarse[:, c:c + 1]
         return out
+
+    def _device_log_prob(self, h, coarse):
+        """``log_prob`` with backend ops: a device array has no arithmetic and no index
+        arrays. The classes' blocks go into ``stored`` (M, V), whose columns follow the
+        stored order of ``fine.weight``'s rows; then one gather puts the columns in
+        label-id order (on the transposes: rows are what ``embedding_forward`` gathers)."""
+        B = backend_of(h)
+        M = h.shape[0]
+        coarse_t = coarse.T  # (C, M): row c is log P(c | h) of every row, contiguous
+        stored = B.empty((M, self.num_labels), coarse.dtype)
+        for c in range(self.num_classes):
+            block = self.fine_log_prob(h, c)  # (M, |c|)
+            B.add_channel_bias(block.reshape(1, M, block.shape[1]), coarse_t[c])
+            stored[:, self._starts[c]:self._starts[c + 1]] = block
+        # out[:, y] = stored[:, position[y]]
+        return B.embedding_forward(stored.T, B.asarray(self.hierarchy.position)).T
 
     def predict(self, h, decode="joint"):
         """Most likely label per row.
@@ -186,14 +215,14 @@ class MultiLevelSoftmax(Module):
         (cheaper, O(H (C + |c|)), and not always the joint argmax).
         """
         if decode == "joint":
-            return self.log_prob(h).argmax(axis=1)
+            return to_host(self.log_prob(h)).argmax(axis=1)
         if decode != "greedy":
             raise ValueError(f"{describe(self)}: decode must be 'joint' or 'greedy', got {decode!r}")
-        classes = self.coarse_log_prob(h).argmax(axis=1)
+        classes = to_host(self.coarse_log_prob(h)).argmax(axis=1)
         out = np.empty(h.shape[0], np.int64)
         for c in np.unique(classes):
             rows = np.flatnonzero(classes == c)
-            local = self.fine_log_prob(h[rows], c).argmax(axis=1)
+            local = to_host(self.fine_log_prob(_rows(h, rows), c)).argmax(axis=1)
             out[rows] = self.hierarchy.labels_of(c)[local]
         return out
 
@@ -205,14 +234,26 @@ class MultiLevelSoftmax(Module):
         most likely labels.
         """
         rng = rng or generator()
-        coarse = self.coarse_log_prob(h)
+        coarse = to_host(self.coarse_log_prob(h))  # drawing happens on the host
         classes = sample_from_log_probs(coarse, temperature, top_k, rng)
         out = np.empty(h.shape[0], np.int64)
         for c in np.unique(classes):
             rows = np.flatnonzero(classes == c)
-            local = sample_from_log_probs(self.fine_log_prob(h[rows], c), temperature, top_k, rng)
+            fine = to_host(self.fine_log_prob(_rows(h, rows), c))
+            local = sample_from_log_probs(fine, temperature, top_k, rng)
             out[rows] = self.hierarchy.labels_of(c)[local]
         return out
+
+
+def _contiguous(x):
+    """A C-contiguous x for the CPU's products; device ops read strided arrays (or
+    copy them) themselves, and a device array has no NumPy conversions."""
+    return np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x
+
+
+def _rows(h, rows):
+    """h[rows] (host row indices): NumPy's fancy indexing, or a gather on a device."""
+    return h[rows] if isinstance(h, np.ndarray) else backend_of(h).embedding_forward(h, rows)
 
 
 
