@@ -3,7 +3,8 @@
     python benchmarks/bench_lenet.py [--repeats 100] [--profile] [--threads N]
 
 The network: Conv2d(1, 32, 3), ReLU, MaxPool2d(2), Conv2d(32, 64, 3), ReLU,
-MaxPool2d(2), Flatten, Linear(1600, 128), ReLU, Linear(128, 10); loss
+MaxPool2d(2), Flatten, Linear(1600, 128), ReLU, Linear(128, 10) (and the same
+with each convolution's ReLU fused into it, ``activation="relu"``); loss
 cross-entropy; SGD(lr=0.01, momentum=0.9). One step = forward, loss,
 backward (neither framework computes the gradient of the images), optimizer step, timed as the median over many steps after
 warm-up, both frameworks in this process with the same weights and data.
@@ -38,7 +39,13 @@ from tinyar.optim import SGD  # noqa: E402
 BATCH = 64
 
 
-def tinyar_model():
+def tinyar_model(fused=False):
+    """The network; ``fused``: each convolution's ReLU fused into it (``activation="relu"``:
+    the same function and parameters, one pass less each way)."""
+    if fused:
+        return nn.Sequential(Conv2d(1, 32, 3, activation="relu"), MaxPool2d(2),
+                             Conv2d(32, 64, 3, activation="relu"), MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(1600, 128), nn.ReLU(), nn.Linear(128, 10))
     return nn.Sequential(Conv2d(1, 32, 3), nn.ReLU(), MaxPool2d(2), Conv2d(32, 64, 3), nn.ReLU(),
                          MaxPool2d(2), nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(),
                          nn.Linear(128, 10))
@@ -57,15 +64,16 @@ def tinyar_step(model, x, y):
     return step
 
 
-def torch_step(torch, state, x, y):
+def torch_step(torch, state, x, y, device="cpu"):
     t = torch.nn
     model = t.Sequential(t.Conv2d(1, 32, 3), t.ReLU(), t.MaxPool2d(2), t.Conv2d(32, 64, 3),
                          t.ReLU(), t.MaxPool2d(2), t.Flatten(), t.Linear(1600, 128), t.ReLU(),
                          t.Linear(128, 10))
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    model.to(device)
     criterion = t.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
     def step():
         optimizer.zero_grad()
@@ -122,7 +130,10 @@ def main():
     model = tinyar_model()
     state = model.state_dict()
     step = tinyar_step(model, x, y)
-    calls = [("tinyar", step)]
+    fused = tinyar_model(fused=True)
+    for p, q in zip(fused.parameters(), model.parameters()):  # the same weights
+        p.data[:] = q.data
+    calls = [("tinyar", step), ("tinyar, conv + ReLU fused", tinyar_step(fused, x, y))]
     torch = torch_or_none()
     if torch is not None:
         if args.threads:
@@ -132,6 +143,7 @@ def main():
     print(table(f"LeNet-like training step, batch {BATCH}, 1x28x28, SGD momentum 0.9", rows))
     if args.profile:
         profile(model, step, args.repeats)
+        profile(fused, dict(calls)["tinyar, conv + ReLU fused"], args.repeats)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """``--device cuda`` on a machine without a GPU: every command fails at once, clearly."""
+import numpy as np
 import pytest
 
 from tinyar.cli import main
@@ -39,3 +40,63 @@ def test_unknown_device_in_a_config_is_an_error():
     with pytest.raises(DeviceError, match="unknown device 'tpu'"):
         check_device("tpu")
     assert check_device("cpu") == "cpu"
+
+
+# --- on a GPU, or in the simulator ----------------------------------------------------
+from tests.backend.test_cuda import needs_cuda  # noqa: E402
+
+
+def _tiny_lm_config(data, out, device):
+    from tinyar.train.lm import LMConfig
+    return LMConfig(data=data, out=out, device=device, embed=4, hidden=6, layers=1, batch=2,
+                    bptt=4, steps=3, warmup=1, eval_every=3, eval_tokens=24, sample_every=3,
+                    sample_tokens=3, checkpoint_every=3, record_every=1, seed=3)
+
+
+@needs_cuda
+def test_train_lm_on_cuda_matches_the_cpu_run_and_its_checkpoint_loads_on_the_cpu(tmp_path):
+    """Issue 5: the same seed on both devices gives the same training run within float32
+    tolerance, and a checkpoint saved from the GPU evaluates the same on the CPU."""
+    import json
+    import os
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("def add(a, b):\n    return a + b\n\n" * 20)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        folder = lm.train_lm(_tiny_lm_config(str(corpus), str(tmp_path / device), device),
+                             quiet=True)
+        runs[device] = json.load(open(os.path.join(folder, "log.json")))["history"]
+    cpu, gpu = runs["cpu"], runs["cuda"]
+    assert len(cpu) == len(gpu) == 3
+    for a, b in zip(cpu, gpu):
+        assert abs(a["loss"] - b["loss"]) <= 1e-4 * max(1.0, abs(a["loss"]))
+    assert abs(cpu[-1]["val_loss"] - gpu[-1]["val_loss"]) <= 1e-4 * abs(cpu[-1]["val_loss"])
+    on_cpu = lm.evaluate_run(str(tmp_path / "cuda"), max_chars=200, bptt=4)
+    on_gpu = lm.evaluate_run(str(tmp_path / "cuda"), max_chars=200, bptt=4, device="cuda")
+    assert abs(on_cpu["nats_per_token"] - on_gpu["nats_per_token"]) <= 1e-5 * \
+        on_cpu["nats_per_token"]
+
+
+@needs_cuda
+@pytest.mark.parametrize("model", ["cnn", "rnn"])
+def test_classify_on_cuda_matches_the_cpu_run(tmp_path, model):
+    """Tiny 3-channel 10x10 images (LeNet's smallest input; the row RNN's rows are
+    3 channels wide, so the device permute runs): CPU and CUDA runs from the same
+    seed give the same losses and the same test report."""
+    import json
+    rng = np.random.default_rng(0)
+    data = tmp_path / "tiny.npz"
+    np.savez(data, x_train=rng.random((8, 3, 10, 10)).astype(np.float32),
+             y_train=np.arange(8) % 4, x_test=rng.random((4, 3, 10, 10)).astype(np.float32),
+             y_test=np.arange(4))
+    mapping = tmp_path / "groups.json"
+    mapping.write_text(json.dumps({"low": [0, 1], "high": [2, 3]}))
+    reports, losses = {}, {}
+    for device in ("cpu", "cuda"):
+        config = classify.ClassifyConfig(data=str(data), hierarchy=str(mapping), model=model,
+                                         hidden=5, epochs=1, batch=4, device=device,
+                                         out=str(tmp_path / f"{model}-{device}"))
+        folder, reports[device] = classify.train_classifier(config, quiet=True)
+        losses[device] = [r["loss"] for r in json.load(open(f"{folder}/log.json"))["history"]]
+    np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-4)
+    assert reports["cuda"]["fine"]["accuracy"] == reports["cpu"]["fine"]["accuracy"]

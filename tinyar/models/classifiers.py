@@ -10,7 +10,8 @@ Heads:
 
 Backbones:
 * ``CNNClassifier(arch="lenet")``: conv 3x3 (32) - ReLU - max-pool 2 - conv 3x3 (64)
-  - ReLU - max-pool 2 - flatten - Linear(., 128) - ReLU;
+  - ReLU - max-pool 2 - flatten - Linear(., 128) - ReLU (each convolution's ReLU
+  fused into it: ``Conv2d(..., activation="relu")``);
 * ``CNNClassifier(arch="vgg")``: two VGG blocks [conv 3x3 - BatchNorm2d - ReLU] x 2
   + max-pool, 32 then 64 channels, then global average pooling;
 * ``RowRNNClassifier``: reads the image row by row, a sequence of H rows of
@@ -20,10 +21,14 @@ Backbones:
   the head.
 
 Every model has ``loss(x, y) -> float``, ``backward()``, ``features(x)`` and
-``predict_levels(x, decode) -> (coarse, fine)``.
+``predict_levels(x, decode) -> (coarse, fine)``. Images may come from the
+host (a data loader's NumPy batch) whatever the model's device: a model
+moved to a GPU copies the batch over as it comes in.
 """
 import numpy as np
 
+from ..backend import backend_of
+from ..device import device_of, to_device, to_host
 from ..errors import ShapeError
 from ..nn import (BatchNorm1d, CrossEntropyLoss, Flatten, Linear, Module, MultiLevelClassifier,
                   ReLU, Sequential)
@@ -52,9 +57,14 @@ class _Classifier(Module):
             raise ShapeError(f"{describe(self)}: expected images (N, {', '.join(map(str, self.image_shape))}), "
                              f"got {tuple(np.shape(x))}")
 
+    def _on_model_device(self, x):
+        """The batch going in: images moved to where the parameters are (no copy when
+        they are there already)."""
+        return to_device(x, device_of(self.flat_parameters().data))
+
     def features(self, x):
         self._check_images(x)
-        return self.backbone(x)
+        return self.backbone(self._on_model_device(x))
 
     def loss(self, x, y):
         """Mean cross-entropy of the fine labels ``y`` (weighted per level for multilevel)."""
@@ -81,7 +91,7 @@ class _Classifier(Module):
             for start in range(0, x.shape[0], batch_size):
                 h = self.features(x[start:start + batch_size])
                 if self.head_kind == "flat":
-                    f = self.classifier(h).argmax(axis=1)
+                    f = to_host(self.classifier(h)).argmax(axis=1)
                     c = self.hierarchy.parent[f]
                 else:
                     c, f = self.classifier.predict_levels(h, decode)
@@ -120,8 +130,10 @@ class CNNClassifier(_Classifier):
             if side_h < 1 or side_w < 1:
                 raise ShapeError(f"CNNClassifier(lenet): images of {height}x{width} are too small "
                                  f"(at least 10x10)")
+            # each convolution's ReLU fused into it (one pass less each way)
             self.backbone = Sequential(
-                Conv2d(c, 32, 3), ReLU(), MaxPool2d(2), Conv2d(32, 64, 3), ReLU(), MaxPool2d(2),
+                Conv2d(c, 32, 3, activation="relu"), MaxPool2d(2),
+                Conv2d(32, 64, 3, activation="relu"), MaxPool2d(2),
                 Flatten(), Linear(64 * side_h * side_w, 128), ReLU())
             features = 128
         elif arch == "vgg":
@@ -150,13 +162,25 @@ class _LastStep(Module):
     def forward(self, x):
         output, _ = self.rnn(x)
         self._shape = output.shape
-        return np.ascontiguousarray(output[:, -1, :])
+        B = backend_of(output)
+        last = B.empty((output.shape[0], output.shape[2]), output.dtype)
+        last[:] = output[:, -1, :]
+        return last
 
     def backward(self, grad_out):
-        grad_output = np.zeros(self._shape, grad_out.dtype)
+        grad_output = backend_of(grad_out).zeros(self._shape, grad_out.dtype)
         grad_output[:, -1, :] = grad_out
         dx, _ = self.rnn.backward(grad_output)
         return dx
+
+
+def _image_rows(x):
+    """(N, C, H, W) -> (N, H, C*W), C-contiguous, on the device of x."""
+    n, c, h, w = x.shape
+    if c == 1:
+        return x.reshape(n, h, w)
+    # NumPy's reshape copies the permuted view; the GPU's permute is a copy already
+    return backend_of(x).permute(x, (0, 2, 1, 3)).reshape(n, h, c * w)
 
 
 class _Rows(Module):
@@ -164,12 +188,11 @@ class _Rows(Module):
 
     def forward(self, x):
         self._shape = x.shape
-        n, c, h, w = x.shape
-        return np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(n, h, c * w)
+        return _image_rows(x)
 
     def backward(self, grad_out):
         n, c, h, w = self._shape
-        return grad_out.reshape(n, h, c, w).transpose(0, 2, 1, 3)
+        return backend_of(grad_out).permute(grad_out.reshape(n, h, c, w), (0, 2, 1, 3))
 
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -207,12 +230,18 @@ class RowRNNClassifier(_Classifier):
     def pretrain_loss(self, x):
         """Autoregressive loss of the image: predict row t+1 from rows <= t (mean BCE per pixel)."""
         self._check_images(x)
-        sequence = self.rows(x)                         # (N, H, C*W)
-        output, _ = self.rnn(sequence[:, :-1])          # reads rows 0 .. H-2
+        host = to_host(x)  # (a data loader's batch: no copy)
+        sequence = self.rows(self._on_model_device(host))  # (N, H, C*W)
+        B = backend_of(sequence)
+        inputs = B.empty((sequence.shape[0], sequence.shape[1] - 1, sequence.shape[2]),
+                         sequence.dtype)
+        inputs[:] = sequence[:, :-1]
+        output, _ = self.rnn(inputs)                    # reads rows 0 .. H-2
         self._pre_shape = output.shape
         logits = self.row_decoder(output.reshape(-1, output.shape[-1]))
-        target = sequence[:, 1:].reshape(logits.shape)  # rows 1 .. H-1
-        return self.pretrain_criterion(logits, np.clip(target, 0, 1).astype(logits.dtype))
+        # rows 1 .. H-1 as pixel probabilities, made on the host where the batch is
+        target = np.clip(_image_rows(host)[:, 1:], 0, 1).astype(host.dtype)
+        return self.pretrain_criterion(logits, B.asarray(target.reshape(logits.shape)))
 
     def pretrain_backward(self, grad=1.0):
         grad_logits = self.pretrain_criterion.backward(grad)
