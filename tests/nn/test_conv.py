@@ -6,6 +6,7 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import tinyar.nn.conv as conv_module
+from tinyar.backend import get_backend
 from tinyar.errors import DTypeError, ShapeError
 from tinyar.nn.conv import Conv1d, Conv2d
 from tests.helpers import assert_gradcheck, compare_with_torch, torch_or_skip
@@ -124,11 +125,11 @@ def test_unknown_activation_is_an_error():
 
 def test_conv2d_gradcheck_in_chunks(monkeypatch):
     """A batch larger than CHUNK_BYTES of columns: processed in pieces, columns rebuilt."""
-    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 1)
+    monkeypatch.setitem(conv_module.CHUNK_BYTES, "cpu", 1)
     layer = Conv2d(2, 3, 2, padding=1)
     x = _x(np.random.default_rng(4), (3, 2, 3, 3))
     layer(x.astype(np.float32))
-    assert len(layer._chunks(3, 8)) == 3 and layer._cols is None  # one sample at a time
+    assert len(layer._chunks(get_backend("cpu"), 3, 8)) == 3 and layer._cols is None  # one sample at a time
     assert_gradcheck(layer, x)
 
 
