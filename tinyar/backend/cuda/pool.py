@@ -54,6 +54,19 @@ def _output_position(e, channels, out_h, out_w):
     return e // (out_w * out_h * channels), c, i, j
 
 
+@cuda.jit(device=True)
+def _window(i, j, kh, kw, sh, sw, ph, pw, height, width):
+    """Rows [h0, h1) and columns [w0, w1) of output (i, j)'s window, clipped to the
+    input (the padding never wins a max and adds nothing to a sum)."""
+    h0, w0 = i * sh - ph, j * sw - pw
+    h1, w1 = h0 + kh, w0 + kw
+    h0 = h0 if h0 > 0 else 0
+    w0 = w0 if w0 > 0 else 0
+    h1 = h1 if h1 < height else height
+    w1 = w1 if w1 < width else width
+    return h0, h1, w0, w1
+
+
 # --- max pooling ----------------------------------------------------------------
 @cuda.jit
 def _max_pool(x, kh, kw, sh, sw, ph, pw, y, indices):
@@ -62,12 +75,7 @@ def _max_pool(x, kh, kw, sh, sw, ph, pw, y, indices):
     out_h, out_w = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
     for e in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         n, c, i, j = _output_position(e, channels, out_h, out_w)
-        h0, w0 = i * sh - ph, j * sw - pw
-        h1, w1 = h0 + kh, w0 + kw
-        h0 = h0 if h0 > 0 else 0
-        w0 = w0 if w0 > 0 else 0
-        h1 = h1 if h1 < height else height
-        w1 = w1 if w1 < width else width
+        h0, h1, w0, w1 = _window(i, j, kh, kw, sh, sw, ph, pw, height, width)
         best, at = x[n, c, h0, w0], h0 * width + w0
         for h in range(h0, h1):
             for w in range(w0, w1):
@@ -116,12 +124,7 @@ def _avg_pool(x, kh, kw, sh, sw, ph, pw, scale, y):
     out_h, out_w = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
     for e in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         n, c, i, j = _output_position(e, channels, out_h, out_w)
-        h0, w0 = i * sh - ph, j * sw - pw
-        h1, w1 = h0 + kh, w0 + kw
-        h0 = h0 if h0 > 0 else 0
-        w0 = w0 if w0 > 0 else 0
-        h1 = h1 if h1 < height else height
-        w1 = w1 if w1 < width else width
+        h0, h1, w0, w1 = _window(i, j, kh, kw, sh, sw, ph, pw, height, width)
         s = x.dtype.type(0)
         for h in range(h0, h1):
             for w in range(w0, w1):
