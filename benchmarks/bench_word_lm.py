@@ -78,6 +78,36 @@ def head_only(args, torch):
                 f"{HIDDEN}, V={V}", rows, reference="tinyar multi-level softmax"))
 
 
+def blas_table(args, torch):
+    """The LSTM's matrix products alone, NumPy's BLAS (what tinyar calls) against
+    PyTorch's (MKL), in microseconds per call: the part of the gap that is the library."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    tokens, gates = BATCH * STEPS, 4 * HIDDEN
+    shapes = [("X W_ih^T, once a step", (tokens, EMBED), (EMBED, gates), 1),
+              ("h W_hh^T, every time step", (BATCH, HIDDEN), (HIDDEN, gates), STEPS),
+              ("dA W_hh, every time step", (BATCH, gates), (gates, HIDDEN), STEPS),
+              ("dA^T X (dW_ih; dW_hh alike)", (gates, tokens), (tokens, EMBED), 2),
+              ("dA W_ih (dX)", (tokens, gates), (gates, EMBED), 1)]
+    lines = ["| product | calls per step | NumPy BLAS (us) | torch (us) | ratio |",
+             "|---|---:|---:|---:|---:|"]
+    total = [0.0, 0.0]
+    for name, a_shape, b_shape, calls in shapes:
+        a = rng.standard_normal(a_shape).astype(np.float32)
+        b = rng.standard_normal(b_shape).astype(np.float32)
+        out = np.empty((a_shape[0], b_shape[1]), np.float32)
+        ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out.copy())
+        ours = median_ms(lambda: np.matmul(a, b, out=out), args.warmup, 10 * args.repeats)
+        theirs = median_ms(lambda: torch.mm(ta, tb, out=tout), args.warmup, 10 * args.repeats)
+        total[0] += calls * ours
+        total[1] += calls * theirs
+        lines.append(f"| {name} | {calls} | {ours * 1e3:.1f} | {theirs * 1e3:.1f} | "
+                     f"{ours / theirs:.2f} |")
+    lines.append(f"| all of a step's LSTM products | | {total[0] * 1e3:.0f} | "
+                 f"{total[1] * 1e3:.0f} | {total[0] / total[1]:.2f} |")
+    return "\n".join(lines)
+
+
 def floor(args, torch):
     """Time the parts of the step shared by every head (see the module docstring)."""
     import numpy as np
@@ -133,6 +163,8 @@ def floor(args, torch):
     print(table(f"word LM step without its output layer: V={V}, embedding {EMBED}, LSTM "
                 f"{HIDDEN}x{LAYERS}, batch {BATCH}, {STEPS} steps", rows,
                 reference="tinyar embedding + LSTM, fwd + bwd"))
+    if torch is not None:
+        print("\n" + blas_table(args, torch))
     d = dict(rows)
     best_lstm = min(v for k, v in d.items() if "LSTM" in k)
     best_adam = min(v for k, v in d.items() if "Adam" in k)
