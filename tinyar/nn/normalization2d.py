@@ -11,9 +11,8 @@ import numpy as np
 
 from ..backend import backend_of
 from ..errors import ShapeError
-from ..random import generator
 from .checks import check_float_input, check_shape, check_size, describe
-from .dropout import Dropout
+from .dropout import Dropout, new_stream
 from .normalization import BatchNorm1d
 
 
@@ -59,7 +58,8 @@ class Dropout2d(Dropout):
     Shapes: x (N, C, H, W), or (N, C, L) (channel-wise 1-d dropout, as
     PyTorch does with a 3-d input); y like x.
 
-    keep[n, c] ~ Bernoulli(1 - p), drawn from tinyar's generator, and
+    keep[n, c] ~ Bernoulli(1 - p), one counter-based draw per plane (as
+    ``Dropout``: seeded by tinyar's generator, the same on CPU and GPU), and
         y[n, c] = x[n, c] * keep[n, c] / (1 - p)
         dL/dx[n, c] = dL/dy[n, c] * keep[n, c] / (1 - p)      (the same mask)
     Evaluation mode and p = 0: the identity, as Dropout.
@@ -78,10 +78,9 @@ class Dropout2d(Dropout):
             self._keep = None
             return x
         B = backend_of(x)
-        n, c = x.shape[:2]
-        channel_keep = generator().random((n, c), dtype=np.float32) >= self.p
-        # one mask entry per element, made once: forward and backward reuse it
-        keep = np.broadcast_to(channel_keep.reshape((n, c) + (1,) * (x.ndim - 2)), x.shape)
-        self._keep = B.asarray(np.ascontiguousarray(keep))
+        plane = int(np.prod(x.shape[2:]))
+        # one draw per (sample, channel) plane, expanded to one entry per element on the
+        # device where x is: forward and backward reuse it
+        self._keep = B.dropout_mask(x.shape, self.p, *new_stream(), group=plane)
         self._scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
         return B.dropout_apply(x, self._keep, self._scale)

@@ -15,7 +15,8 @@ Parameters, as PyTorch's (``state_dict`` keys match ``torch.nn.LSTM``'s):
 ``bias_hh_l{k}`` (G*H,), with G = 1 (RNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n),
 all initialised U(-1/sqrt(H), 1/sqrt(H)). ``dropout=p`` zeroes each output of
 every layer but the last with probability p and scales the rest by 1/(1-p), in
-training mode only (masks drawn from ``tinyar.random.generator()``).
+training mode only (counter-based masks made where the data is, seeded by
+``tinyar.random.generator()``: the same on CPU and GPU, see ``nn/dropout.py``).
 
 How the work is split (this is what makes the layer fast; the time loop itself
 is ``B.<kind>_sequence_forward`` in ``backend/cpu/rnn.py``, and on a GPU in
@@ -67,8 +68,8 @@ import numpy as np
 
 from ..backend import backend_of
 from ..errors import ShapeError
-from ..random import generator
 from .checks import check_float_input, check_shape, check_size, describe
+from .dropout import new_stream
 from .module import Module
 from .rnn_cells import GATES, check_grad, check_nonlinearity, check_state, pair, uniform_weights
 
@@ -238,7 +239,7 @@ class _Recurrent(Module):
         """The input of layer k + 1: h_1 .. h_T of layer k, after dropout in training."""
         if not (self.training and self.dropout > 0 and k < self.num_layers - 1):
             return h, None
-        keep = B.asarray(generator().random(h.shape, dtype=np.float32) >= self.dropout)
+        keep = B.dropout_mask(h.shape, self.dropout, *new_stream())
         if ws.dropped[k] is None:
             ws.dropped[k] = B.empty(h.shape, h.dtype)
         return B.dropout_apply(h, keep, 1.0 / (1.0 - self.dropout), out=ws.dropped[k]), keep

@@ -128,9 +128,9 @@ def philox_word(counter, key):
 
 
 @njit(cache=True)
-def _dropout_mask(seed, offset, threshold, keep):
+def _dropout_mask(seed, offset, threshold, group, keep):
     for i in range(keep.size):
-        keep[i] = philox_word(offset + np.uint64(i), seed) >= threshold
+        keep[i] = philox_word(offset + np.uint64(i) // group, seed) >= threshold
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -204,7 +204,7 @@ def gated_tanh_backward(grad, a, b, grad_a=None, grad_b=None):
     return grad_a, grad_b
 
 
-def dropout_mask(shape, p, seed, offset, out=None):
+def dropout_mask(shape, p, seed, offset, out=None, group=1):
     if out is None:
         keep = np.empty(shape, np.bool_)
     elif out.shape != tuple(shape) or out.dtype != np.bool_ or not out.flags.c_contiguous:
@@ -213,8 +213,14 @@ def dropout_mask(shape, p, seed, offset, out=None):
     else:
         keep = out
     seed, offset, threshold = mask_arguments(keep.size, p, seed, offset)
-    _dropout_mask(seed, offset, threshold, flat(keep))
+    _dropout_mask(seed, offset, threshold, _group(group), flat(keep))
     return keep
+
+
+def _group(group):
+    if int(group) < 1:
+        raise ValueError(f"dropout_mask: group must be a positive count, got {group}")
+    return np.uint64(group)
 
 
 def dropout_apply(x, keep, scale, out=None):

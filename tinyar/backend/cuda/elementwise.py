@@ -154,9 +154,9 @@ def philox_word(counter, key):
 
 
 @cuda.jit
-def _dropout_mask(seed, offset, threshold, keep):
+def _dropout_mask(seed, offset, threshold, group, keep):
     for i in range(cuda.grid(1), keep.size, cuda.gridsize(1)):
-        keep[i] = philox_word(offset + np.uint64(i), seed) >= threshold
+        keep[i] = philox_word(offset + np.uint64(i) // group, seed) >= threshold
 
 
 @cuda.jit
@@ -242,11 +242,14 @@ def gated_tanh_backward(grad, a, b, grad_a=None, grad_b=None):
     return grad_a, grad_b
 
 
-def dropout_mask(shape, p, seed, offset, out=None):
+def dropout_mask(shape, p, seed, offset, out=None, group=1):
     """The keep mask (bool) of ``shape``; one thread per element."""
     shape = tuple(int(n) for n in shape)
+    if int(group) < 1:
+        raise ValueError(f"dropout_mask: group must be a positive count, got {group}")
     keep = out_like(out, None, dtype=np.bool_, shape=shape)
-    launch_flat(_dropout_mask, keep.size, *mask_arguments(keep.size, p, seed, offset), flat(keep))
+    seed, offset, threshold = mask_arguments(keep.size, p, seed, offset)
+    launch_flat(_dropout_mask, keep.size, seed, offset, threshold, np.uint64(group), flat(keep))
     return keep
 
 

@@ -171,19 +171,23 @@ def mask_arguments(size, p, seed, offset):
 
 
 def _mask_example(rng, dtype):
-    # the counter of element 7 is Random123's known-answer counter (0x85a308d3, 0x243f6a88)
-    return dict(shape=(4, 3, 5), p=0.3, seed=0x13198A2E, offset=0x85A308D3243F6A88 - 7)
+    # the counter of elements 35-39 (group 5: draw 7) is Random123's known-answer counter
+    # (0x85a308d3, 0x243f6a88)
+    return dict(shape=(4, 3, 5), p=0.3, seed=0x13198A2E, offset=0x85A308D3243F6A88 - 7,
+                group=5)
 
 
 @op("shape: a tuple; p in [0, 1]; seed: 32-bit key; offset: the first counter (64-bit); "
     "out: bool, of that shape", example=_mask_example)
-def dropout_mask(shape, p, seed, offset, out=None):
-    """keep[i] = philox2x32(offset + i, seed)[0] >= floor(p 2^32), i the flat (C-order) index.
+def dropout_mask(shape, p, seed, offset, out=None, group=1):
+    """keep[i] = philox2x32(offset + i // group, seed)[0] >= floor(p 2^32), i the flat
+    (C-order) index: ``group`` consecutive elements share one draw (``Dropout2d``
+    keeps or drops a whole (H, W) plane with group = H * W).
 
     Bit for bit the same on every backend; a new (seed, offset) gives a new mask.
     """
     size = int(np.prod(shape, dtype=np.int64))
-    counters = np.uint64(offset) + np.arange(size, dtype=np.uint64)
+    counters = np.uint64(offset) + np.arange(size, dtype=np.uint64) // np.uint64(group)
     word, _ = philox2x32(counters, seed)
     return (word >= np.uint64(dropout_threshold(p))).reshape(shape)
 
