@@ -132,8 +132,12 @@ def test_level_weight_schedule_and_classifier_levels():
     assert clf.level_weights == (0.9, 0.1)
     assert clf.set_epoch(12) == (0.5, 0.5)
     x = np.random.default_rng(0).standard_normal((20, 5))
+    own_coarse = clf.coarse_log_prob(x).argmax(axis=1)
     for decode in ("joint", "greedy"):
         coarse, fine = clf.predict_levels(x, decode)
-        np.testing.assert_array_equal(coarse, h.parent[fine])
+        np.testing.assert_array_equal(coarse, own_coarse)  # the coarse level's own argmax
+        np.testing.assert_array_equal(fine, clf.predict(x, decode))
+    coarse, fine = clf.predict_levels(x, "greedy")
+    np.testing.assert_array_equal(coarse, h.parent[fine])  # greedy: consistent by construction
     rng = np.random.default_rng(1)
     assert_gradcheck(clf, rng.standard_normal((6, 5)), rng.integers(0, 12, 6))

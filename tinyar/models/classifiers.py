@@ -4,7 +4,7 @@
 
 Heads:
 * ``flat``: Linear(F, num_labels) and cross-entropy; the coarse prediction is
-  the parent of the fine one.
+  the class of largest total probability (the sum over its labels).
 * ``multilevel``: ``MultiLevelClassifier``, P(y|x) = P(coarse|x) P(fine|coarse,x),
   with per-level loss weights (optionally scheduled) and joint or greedy decoding.
 
@@ -91,8 +91,7 @@ class _Classifier(Module):
             for start in range(0, x.shape[0], batch_size):
                 h = self.features(x[start:start + batch_size])
                 if self.head_kind == "flat":
-                    f = to_host(self.classifier(h)).argmax(axis=1)
-                    c = self.hierarchy.parent[f]
+                    c, f = _flat_levels(to_host(self.classifier(h)), self.hierarchy)
                 else:
                     c, f = self.classifier.predict_levels(h, decode)
                 coarse.append(c)
@@ -104,6 +103,18 @@ class _Classifier(Module):
     def set_epoch(self, epoch):
         if self.head_kind == "multilevel":
             self.classifier.set_epoch(epoch)
+
+
+def _flat_levels(logits, hierarchy):
+    """(coarse, fine) predictions of a flat head: fine = argmax_y P(y|x); coarse = argmax_c
+    of the marginal P(c|x) = sum of P(y|x) over the labels y of class c, which can differ
+    from the fine label's parent (what the consistency rate measures)."""
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    marginal = np.zeros((p.shape[0], hierarchy.num_classes))
+    np.add.at(marginal.T, hierarchy.parent, p.T)  # row c of marginal.T sums p's columns y in c
+    return marginal.argmax(axis=1), p.argmax(axis=1)
 
 
 def _conv_layers():

@@ -293,12 +293,15 @@ class MultiLevelClassifier(MultiLevelSoftmax):
     """The multi-level softmax as a classifier head: P(y|x) = P(coarse|x) P(fine|coarse,x).
 
     Adds to ``MultiLevelSoftmax`` a level-weight schedule (``set_epoch``) and
-    ``predict_levels``, which returns the coarse and the fine prediction:
+    ``predict_levels``, which returns the coarse and the fine prediction. The
+    coarse prediction is the coarse level's own, argmax_c P(c|x), with either
+    decoding of the fine label:
 
-    * ``joint``: fine = argmax_y P(c(y)) P(y|c(y)) exactly; coarse = its parent,
-      so the two levels always agree;
-    * ``greedy``: coarse = argmax_c P(c), fine = argmax within that class
-      (consistent by construction too, and cheaper; it can miss the joint optimum).
+    * ``joint``: fine = argmax_y P(c(y)) P(y|c(y)) exactly. Its class can differ
+      from the coarse prediction (a confident label in a less likely class), which
+      is what the consistency rate of ``train.metrics`` measures;
+    * ``greedy``: fine = argmax within the predicted class (consistent by
+      construction, and cheaper; it can miss the joint optimum).
     """
 
     def __init__(self, in_features, hierarchy, level_weights=(1.0, 1.0), schedule=None,
@@ -314,5 +317,6 @@ class MultiLevelClassifier(MultiLevelSoftmax):
         return self.level_weights
 
     def predict_levels(self, h, decode="joint"):
-        fine = self.predict(h, decode)
-        return self.hierarchy.parent[fine], fine
+        """(coarse, fine) predictions as host int64 arrays: (M,) each."""
+        coarse = to_host(self.coarse_log_prob(h)).argmax(axis=1)
+        return coarse, np.asarray(to_host(self.predict(h, decode)), np.int64)

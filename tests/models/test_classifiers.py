@@ -1,0 +1,36 @@
+"""The classifiers' predictions per level: each level's own prediction, so that the
+consistency rate (predicted coarse class = parent of the predicted fine label) means
+something."""
+import numpy as np
+
+from tinyar.data.hierarchy import ClassHierarchy
+from tinyar.models.classifiers import CNNClassifier, RowRNNClassifier, _flat_levels
+from tinyar.train.metrics import hierarchical_report
+
+HIERARCHY = ClassHierarchy(np.array([0, 0, 0, 1, 1]))  # labels 0-2 in class 0, 3-4 in 1
+
+
+def test_flat_head_coarse_prediction_is_the_class_of_largest_total_probability():
+    # label 3 alone is the most likely, but class 0's three labels together are likelier
+    logits = np.log(np.array([[0.2, 0.2, 0.2, 0.3, 0.1],
+                              [0.05, 0.05, 0.1, 0.5, 0.3]]))
+    coarse, fine = _flat_levels(logits, HIERARCHY)
+    np.testing.assert_array_equal(fine, [3, 3])
+    np.testing.assert_array_equal(coarse, [0, 1])
+    report = hierarchical_report(HIERARCHY, np.array([3, 3]), fine, coarse)
+    assert report["consistency"] == 0.5
+
+
+def test_classifiers_predict_each_level_on_its_own():
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 1, 12, 12)).astype(np.float32)
+    for model in (CNNClassifier(HIERARCHY, (1, 12, 12), head="flat"),
+                  CNNClassifier(HIERARCHY, (1, 12, 12), head="multilevel"),
+                  RowRNNClassifier(HIERARCHY, (1, 12, 12), hidden=4, head="multilevel")):
+        coarse, fine = model.predict_levels(x)
+        assert coarse.shape == fine.shape == (6,)
+        assert coarse.dtype.kind == fine.dtype.kind == "i"
+        assert coarse.max() < HIERARCHY.num_classes and fine.max() < HIERARCHY.num_labels
+        _, greedy_fine = model.predict_levels(x, "greedy")
+        if model.head_kind == "multilevel":  # greedy decoding stays inside the coarse class
+            np.testing.assert_array_equal(coarse, HIERARCHY.parent[greedy_fine])
