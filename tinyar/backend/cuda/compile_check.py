@@ -12,7 +12,7 @@ CUDA toolkit) compiles to PTX without a GPU, so this closes the gap:
    (kernel, argument types) to PTX for compute capability 7.5 (the lowest
    that CUDA 13's NVVM accepts) and reports failures, and float64
    instructions in float32 kernels. Exit status 0: all good, 1: failures,
-   2: no libNVVM here.
+   2: no compiler toolchain here (libNVVM; NVRTC too under numba-cuda).
 
 It found, for example, that numba 0.68's CUDA target cannot compile the
 builtins ``min(a, b)``/``max(a, b)``, which the simulator runs happily.
@@ -123,19 +123,34 @@ def compile_all(launches):
     return failures
 
 
-def nvvm_available():
+def _probe(x):
+    x[0] = x[0] + x.dtype.type(1)
+
+
+def toolchain_problem():
+    """None when this machine can compile a kernel to PTX, else why not.
+
+    numba's built-in CUDA target needs libNVVM; numba-cuda (the ``cuda``
+    extra) needs NVRTC too. Both come with a CUDA toolkit, not with the
+    Python packages, so a trivial kernel is compiled to find out.
+    """
     try:
-        from numba.cuda.cudadrv import nvvm
-        nvvm.NVVM()
-        return True
-    except Exception:
-        return False
+        from numba import cuda, types
+        if not cuda.is_available():
+            _pretend_device()
+        cuda.compile_ptx(_probe, (types.float32[::1],), cc=CC)
+        return None
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return f"{type(exc).__name__}: {text}"
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if not nvvm_available():
-        print("libNVVM not found (it comes with a CUDA toolkit): cannot compile to PTX")
+    problem = toolchain_problem()
+    if problem is not None:
+        print(f"no CUDA compiler toolchain here (libNVVM, and NVRTC for numba-cuda, come with "
+              f"a CUDA toolkit): cannot compile to PTX ({problem})")
         return 2
     with open(argv[0]) as f:
         launches = json.load(f)
