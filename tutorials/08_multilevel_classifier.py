@@ -247,28 +247,13 @@ for name, model in (("flat", flat_model), ("multi-level", multi_model)):
 # x) too, the sum of its label probabilities over each class, so we can ask the
 # same of it.
 
+# `level_probabilities` gives both, for either head (for the flat one, P(c | x) is
+# the sum of its label probabilities over c's labels).
+
 # %%
-def level_probabilities(model, x, batch=500):
-    """log P(y | x) for all labels (N, 62) and P(c | x) for the classes (N, 3)."""
-    model.eval()
-    log_p = []
-    for start in range(0, len(x), batch):
-        h = model.features(x[start:start + batch])
-        if model.head_kind == "flat":
-            z = model.classifier(h).astype(np.float64)
-            z -= z.max(axis=1, keepdims=True)
-            log_p.append(z - np.log(np.exp(z).sum(axis=1, keepdims=True)))
-        else:
-            log_p.append(model.classifier.log_prob(h).astype(np.float64))
-    model.train()
-    log_p = np.concatenate(log_p)
-    p_coarse = np.stack([np.exp(log_p[:, hierarchy.labels_of(c)]).sum(axis=1)
-                         for c in range(hierarchy.num_classes)], axis=1)
-    return log_p, p_coarse
-
-
 for name, model in (("flat", flat_model), ("multi-level", multi_model)):
-    log_p, p_coarse = level_probabilities(model, x_test)
+    p_coarse, p_fine = model.level_probabilities(x_test)
+    log_p = np.log(p_fine)
     joint = log_p.argmax(axis=1)
     best_class = p_coarse.argmax(axis=1)
     greedy = np.array([hierarchy.labels_of(c)[np.argmax(row[hierarchy.labels_of(c)])]

@@ -34,3 +34,19 @@ def test_classifiers_predict_each_level_on_its_own():
         _, greedy_fine = model.predict_levels(x, "greedy")
         if model.head_kind == "multilevel":  # greedy decoding stays inside the coarse class
             np.testing.assert_array_equal(coarse, HIERARCHY.parent[greedy_fine])
+
+
+def test_level_probabilities_are_distributions_that_agree_with_the_predictions():
+    rng = np.random.default_rng(1)
+    x = rng.random((5, 1, 12, 12)).astype(np.float32)
+    for head in ("flat", "multilevel"):
+        model = CNNClassifier(HIERARCHY, (1, 12, 12), head=head)
+        p_coarse, p_fine = model.level_probabilities(x, batch_size=2)
+        assert p_coarse.shape == (5, 2) and p_fine.shape == (5, 5)
+        np.testing.assert_allclose(p_coarse.sum(axis=1), 1, atol=1e-6)
+        np.testing.assert_allclose(p_fine.sum(axis=1), 1, atol=1e-6)
+        # the coarse probability of a class is the total of its labels' (both heads)
+        np.testing.assert_allclose(p_coarse[:, 0], p_fine[:, :3].sum(axis=1), atol=1e-5)
+        coarse, fine = model.predict_levels(x)
+        np.testing.assert_array_equal(coarse, p_coarse.argmax(axis=1))
+        np.testing.assert_array_equal(fine, p_fine.argmax(axis=1))

@@ -486,3 +486,20 @@ def test_constructor_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LSTM(3, 4, num_layers=2, dropout=0.2)  # no warning with two layers
+
+
+# --- LastStep ----------------------------------------------------------------------
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_last_step_keeps_the_last_output_and_backpropagates_through_time(batch_first, rng):
+    from tinyar.nn import LastStep
+    from tests.helpers import assert_gradcheck
+    rnn = GRU(3, 4, num_layers=2, batch_first=batch_first, dtype=np.float64)
+    layer = LastStep(rnn)
+    x = rng.standard_normal((2, 5, 3) if batch_first else (5, 2, 3))
+    y = layer(x)
+    output, _ = rnn(x)
+    np.testing.assert_array_equal(y, output[:, -1] if batch_first else output[-1])
+    assert y.shape == (2, 4)
+    assert_gradcheck(layer, x)
+    with pytest.raises(ShapeError, match="expected a gradient of the output's shape"):
+        layer.backward(np.ones((3, 4)))

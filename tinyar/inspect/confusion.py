@@ -76,10 +76,16 @@ def plot_confusion_matrix(path, cm, labels=None, title="", normalize=True, group
     return _save(fig, path)
 
 
-def plot_level_confusions(folder, report, hierarchy, normalize=True):
+def _in(folder, name):
+    return None if folder is None else os.path.join(folder, name)
+
+
+def plot_level_confusions(folder, report, hierarchy, normalize=True, prefix=""):
     """One PNG per level of ``hierarchical_report``'s ``report``; returns their paths.
 
-    Writes ``confusion_coarse.png`` and ``confusion_fine.png`` in ``folder``.
+    Writes ``{prefix}confusion_coarse.png`` and ``{prefix}confusion_fine.png`` in
+    ``folder`` (a prefix such as ``"flat_"`` keeps two models' figures apart).
+    With ``folder=None`` it saves nothing and returns the two Figures.
     The fine matrix is shown with its labels grouped by coarse class (the
     hierarchy's ``order``), with lines between the classes, so confusions
     inside a class fall in the diagonal blocks.
@@ -89,7 +95,7 @@ def plot_level_confusions(folder, report, hierarchy, normalize=True):
     names = hierarchy.class_names or [f"class {c}" for c in range(hierarchy.num_classes)]
     acc = report["coarse"]["accuracy"]
     paths.append(plot_confusion_matrix(
-        os.path.join(folder, "confusion_coarse.png"), coarse, names,
+        _in(folder, f"{prefix}confusion_coarse.png"), coarse, names,
         f"coarse level ({hierarchy.num_classes} classes), accuracy {acc:.3f}", normalize))
 
     fine = np.asarray(report["fine"]["confusion_matrix"])
@@ -97,7 +103,7 @@ def plot_level_confusions(folder, report, hierarchy, normalize=True):
     labels = hierarchy.label_names or [str(i) for i in range(hierarchy.num_labels)]
     acc = report["fine"]["accuracy"]
     paths.append(plot_confusion_matrix(
-        os.path.join(folder, "confusion_fine.png"), fine[np.ix_(order, order)],
+        _in(folder, f"{prefix}confusion_fine.png"), fine[np.ix_(order, order)],
         [labels[i] for i in order],
         f"fine level ({hierarchy.num_labels} labels, grouped by class), accuracy {acc:.3f}",
         normalize, groups=hierarchy.starts[1:-1]))

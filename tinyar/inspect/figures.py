@@ -8,33 +8,18 @@
     plot_vanishing_gradients ||dL/dh_t|| against the number of steps back
 
 Every function takes ``path`` first: a file name, or a binary file object
-(the HTML report draws into memory); it returns ``path``. The recorder
+(the HTML report draws into memory); it returns ``path``, or with
+``path=None`` the ``Figure`` itself (to show in a notebook). The recorder
 figures take ``Recorder.to_dict()`` (or the JSON it saved).
 """
 import math
-import os
 
 import numpy as np
 
-from .plots import smooth
+from .plots import _figure, _save, smooth
 
 #: Keys of a history record that are not curves.
 NOT_CURVES = ("step", "epoch", "seconds", "time", "tokens")
-
-
-def _figure(width=6.0, height=4.0):
-    from matplotlib.figure import Figure
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _save(fig, path):
-    if isinstance(path, (str, os.PathLike)):
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fig.savefig(path)
-    else:
-        fig.savefig(path, format="png")
-    return path
 
 
 def _is_number(v):

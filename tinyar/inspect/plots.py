@@ -1,6 +1,11 @@
 """Figures saved as PNG. Built on ``matplotlib.figure.Figure`` directly (no
 pyplot), so they render the same on a laptop, a server or in CI without a
-display."""
+display.
+
+Every ``plot_*`` function takes the PNG's path first and returns it; with
+``path=None`` it saves nothing and returns the ``Figure`` instead, which a
+notebook shows as it is (or ``fig.savefig`` writes anywhere).
+"""
 import os
 
 import numpy as np
@@ -12,9 +17,16 @@ def _figure(width=6.0, height=4.0):
 
 
 def _save(fig, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path)
+    """Write ``fig`` as PNG to ``path`` (a file name or a binary file object) and return
+    ``path``; with no path, return the figure."""
+    if path is None:
+        return fig
+    if isinstance(path, (str, os.PathLike)):
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fig.savefig(path)
+    else:
+        fig.savefig(path, format="png")
     return path
 
 

@@ -20,8 +20,9 @@ Backbones:
   (``pretrain_loss``: predict row t+1 from rows <= t), then fine-tuned with
   the head.
 
-Every model has ``loss(x, y) -> float``, ``backward()``, ``features(x)`` and
-``predict_levels(x, decode) -> (coarse, fine)``. Images may come from the
+Every model has ``loss(x, y) -> float``, ``backward()``, ``features(x)``,
+``predict_levels(x, decode) -> (coarse, fine)`` and ``level_probabilities(x)
+-> (P(coarse|x), P(fine|x))``. Images may come from the
 host (a data loader's NumPy batch) whatever the model's device: a model
 moved to a GPU copies the batch over as it comes in.
 """
@@ -34,7 +35,7 @@ from ..nn import (BatchNorm1d, CrossEntropyLoss, Flatten, Linear, Module, MultiL
                   ReLU, Sequential)
 from ..nn.checks import describe
 from ..nn.loss import BCEWithLogitsLoss
-from ..nn.recurrent import GRU, LSTM, RNN
+from ..nn.recurrent import GRU, LSTM, RNN, LastStep
 
 HEADS = ("flat", "multilevel")
 
@@ -100,21 +101,55 @@ class _Classifier(Module):
             self.train(was_training)
         return np.concatenate(coarse), np.concatenate(fine)
 
+    def level_probabilities(self, x, batch_size=512):
+        """(P(coarse | x) (N, C), P(fine | x) (N, V)) as float64 host arrays, computed in
+        batches in evaluation mode; each row of each sums to 1.
+
+        Multi-level head: P(c|x) is its coarse level, P(y|x) = P(c(y)|x) P(y|c(y), x).
+        Flat head: P(y|x) is its softmax, P(c|x) the sum of P(y|x) over the labels of c.
+        """
+        was_training = self.training
+        self.eval()
+        coarse, fine = [], []
+        try:
+            for start in range(0, x.shape[0], batch_size):
+                h = self.features(x[start:start + batch_size])
+                if self.head_kind == "flat":
+                    p = _softmax(to_host(self.classifier(h)))
+                    c = _class_marginal(p, self.hierarchy)
+                else:
+                    c = np.exp(to_host(self.classifier.coarse_log_prob(h)).astype(np.float64))
+                    p = np.exp(to_host(self.classifier.log_prob(h)).astype(np.float64))
+                coarse.append(c)
+                fine.append(p)
+        finally:
+            self.train(was_training)
+        return np.concatenate(coarse), np.concatenate(fine)
+
     def set_epoch(self, epoch):
         if self.head_kind == "multilevel":
             self.classifier.set_epoch(epoch)
+
+
+def _softmax(logits):
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _class_marginal(p, hierarchy):
+    """P(c) = the sum of P(y) over the labels y of class c: (N, V) -> (N, C)."""
+    marginal = np.zeros((p.shape[0], hierarchy.num_classes))
+    np.add.at(marginal.T, hierarchy.parent, p.T)  # row c of marginal.T sums p's columns y in c
+    return marginal
 
 
 def _flat_levels(logits, hierarchy):
     """(coarse, fine) predictions of a flat head: fine = argmax_y P(y|x); coarse = argmax_c
     of the marginal P(c|x) = sum of P(y|x) over the labels y of class c, which can differ
     from the fine label's parent (what the consistency rate measures)."""
-    z = logits.astype(np.float64)
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    marginal = np.zeros((p.shape[0], hierarchy.num_classes))
-    np.add.at(marginal.T, hierarchy.parent, p.T)  # row c of marginal.T sums p's columns y in c
-    return marginal.argmax(axis=1), p.argmax(axis=1)
+    p = _softmax(logits)
+    return _class_marginal(p, hierarchy).argmax(axis=1), p.argmax(axis=1)
 
 
 def _conv_layers():
@@ -163,28 +198,6 @@ class CNNClassifier(_Classifier):
         return f"arch={self.arch!r}, head={self.head_kind!r}, labels={self.hierarchy.num_labels}"
 
 
-class _LastStep(Module):
-    """Recurrent layer over rows, keeping the last step's top hidden state: (N, T, I) -> (N, H)."""
-
-    def __init__(self, rnn):
-        super().__init__()
-        self.rnn = rnn
-
-    def forward(self, x):
-        output, _ = self.rnn(x)
-        self._shape = output.shape
-        B = backend_of(output)
-        last = B.empty((output.shape[0], output.shape[2]), output.dtype)
-        last[:] = output[:, -1, :]
-        return last
-
-    def backward(self, grad_out):
-        grad_output = backend_of(grad_out).zeros(self._shape, grad_out.dtype)
-        grad_output[:, -1, :] = grad_out
-        dx, _ = self.rnn.backward(grad_output)
-        return dx
-
-
 def _image_rows(x):
     """(N, C, H, W) -> (N, H, C*W), C-contiguous, on the device of x."""
     n, c, h, w = x.shape
@@ -229,7 +242,7 @@ class RowRNNClassifier(_Classifier):
         # right after the RNN, so that the pre-training parameters (rnn + row_decoder)
         # are one contiguous slice of the flat buffer: one optimizer kernel, no repacking
         self.row_decoder = Linear(hidden, c * width)
-        self.last = _LastStep(self.rnn)
+        self.last = LastStep(self.rnn)
         self.norm = BatchNorm1d(hidden)
         self.backbone = Sequential(self.rows, self.last, self.norm)
         self.pretrain_criterion = BCEWithLogitsLoss()

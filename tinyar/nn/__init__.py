@@ -13,7 +13,7 @@ from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .multilevel import MultiLevelSoftmax
 from .multilevel import LevelWeightSchedule, MultiLevelClassifier
 from .rnn_cells import GRUCell, LSTMCell, RNNCell
-from .recurrent import GRU, LSTM, RNN, detach_state
+from .recurrent import GRU, LSTM, RNN, LastStep, detach_state
 from .conv import Conv1d, Conv2d
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool1d, MaxPool2d
 from .normalization2d import BatchNorm2d, Dropout2d

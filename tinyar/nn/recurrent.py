@@ -486,3 +486,42 @@ def _bias_sum(ws, k, b_ih, b_hh):
 def _zero_bias(ws, k):
     ws.bias[k][:] = 0
     return ws.bias[k]
+
+
+class LastStep(Module):
+    """A recurrent layer that keeps only its last time step: the sequence's summary.
+
+    LastStep(rnn): x (N, T, I) -> y (N, H), y = output[:, -1, :] of ``rnn``
+    (its top layer's h_T); with ``batch_first=False``, x (T, N, I) and
+    y = output[-1]. What a sequence classifier puts its head on.
+
+    Backward: dL/d(output) is zero at every step but the last, where it is
+    dL/dy; ``rnn.backward`` carries it back through all T steps (BPTT), so
+    early inputs get their gradient through the recurrence alone.
+    """
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x):
+        output, _ = self.rnn(x)
+        self._shape = output.shape
+        B = backend_of(output)
+        last = B.empty((output.shape[0 if self.rnn.batch_first else 1], output.shape[-1]),
+                       output.dtype)
+        last[:] = output[:, -1, :] if self.rnn.batch_first else output[-1]
+        return last
+
+    def backward(self, grad_out):
+        expected = (self._shape[0 if self.rnn.batch_first else 1], self._shape[-1])
+        if tuple(grad_out.shape) != expected:
+            raise ShapeError(f"{describe(self)}: expected a gradient of the output's shape "
+                             f"{expected}, got {tuple(grad_out.shape)}")
+        grad_output = backend_of(grad_out).zeros(self._shape, grad_out.dtype)
+        if self.rnn.batch_first:
+            grad_output[:, -1, :] = grad_out
+        else:
+            grad_output[-1] = grad_out
+        dx, _ = self.rnn.backward(grad_output)
+        return dx
