@@ -83,23 +83,28 @@ class _Classifier(Module):
             grad_h = self.classifier.backward(grad)
         return self.backbone.backward(grad_h)
 
-    def predict_levels(self, x, decode="joint", batch_size=512):
-        """(coarse, fine) predictions, computed in batches in evaluation mode."""
+    def _per_level(self, x, batch_size, levels):
+        """``levels(h) -> (coarse, fine)`` over the features of ``x`` in batches, in
+        evaluation mode; both parts concatenated over the batches."""
         was_training = self.training
         self.eval()
         coarse, fine = [], []
         try:
             for start in range(0, x.shape[0], batch_size):
-                h = self.features(x[start:start + batch_size])
-                if self.head_kind == "flat":
-                    c, f = _flat_levels(to_host(self.classifier(h)), self.hierarchy)
-                else:
-                    c, f = self.classifier.predict_levels(h, decode)
+                c, f = levels(self.features(x[start:start + batch_size]))
                 coarse.append(c)
                 fine.append(f)
         finally:
             self.train(was_training)
         return np.concatenate(coarse), np.concatenate(fine)
+
+    def predict_levels(self, x, decode="joint", batch_size=512):
+        """(coarse, fine) predictions, each level's own (see ``level_probabilities``)."""
+        if self.head_kind == "flat":
+            return self._per_level(x, batch_size, lambda h: _flat_levels(
+                to_host(self.classifier(h)), self.hierarchy))
+        return self._per_level(x, batch_size,
+                               lambda h: self.classifier.predict_levels(h, decode))
 
     def level_probabilities(self, x, batch_size=512):
         """(P(coarse | x) (N, C), P(fine | x) (N, V)) as float64 host arrays, computed in
@@ -108,23 +113,14 @@ class _Classifier(Module):
         Multi-level head: P(c|x) is its coarse level, P(y|x) = P(c(y)|x) P(y|c(y), x).
         Flat head: P(y|x) is its softmax, P(c|x) the sum of P(y|x) over the labels of c.
         """
-        was_training = self.training
-        self.eval()
-        coarse, fine = [], []
-        try:
-            for start in range(0, x.shape[0], batch_size):
-                h = self.features(x[start:start + batch_size])
-                if self.head_kind == "flat":
-                    p = _softmax(to_host(self.classifier(h)))
-                    c = _class_marginal(p, self.hierarchy)
-                else:
-                    c = np.exp(to_host(self.classifier.coarse_log_prob(h)).astype(np.float64))
-                    p = np.exp(to_host(self.classifier.log_prob(h)).astype(np.float64))
-                coarse.append(c)
-                fine.append(p)
-        finally:
-            self.train(was_training)
-        return np.concatenate(coarse), np.concatenate(fine)
+        def flat(h):
+            p = _softmax(to_host(self.classifier(h)))
+            return _class_marginal(p, self.hierarchy), p
+
+        def multilevel(h):
+            return (np.exp(to_host(self.classifier.coarse_log_prob(h)).astype(np.float64)),
+                    np.exp(to_host(self.classifier.log_prob(h)).astype(np.float64)))
+        return self._per_level(x, batch_size, flat if self.head_kind == "flat" else multilevel)
 
     def set_epoch(self, epoch):
         if self.head_kind == "multilevel":
