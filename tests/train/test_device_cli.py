@@ -100,3 +100,14 @@ def test_classify_on_cuda_matches_the_cpu_run(tmp_path, model):
         losses[device] = [r["loss"] for r in json.load(open(f"{folder}/log.json"))["history"]]
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-4)
     assert reports["cuda"]["fine"]["accuracy"] == reports["cpu"]["fine"]["accuracy"]
+
+
+def test_the_simulator_is_announced(monkeypatch, capsys):
+    from tinyar.train import placement
+    monkeypatch.setattr(placement, "cuda_available", lambda: True)
+    monkeypatch.setattr(placement, "_simulated", lambda: True)
+    monkeypatch.setattr(placement, "_announced", [])
+    assert placement.check_device("cuda") == "cuda"
+    assert "numba's simulator" in capsys.readouterr().err
+    placement.check_device("cuda")
+    assert capsys.readouterr().err == ""  # once a process

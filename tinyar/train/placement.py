@@ -4,8 +4,14 @@
 with a message that says what to do, not after minutes of tokenising a
 corpus or deep inside the first kernel launch.
 """
+import sys
+
 from ..device import DEVICES, cuda_available
 from ..errors import DeviceError
+
+SIMULATOR_NOTE = ("note: NUMBA_ENABLE_CUDASIM=1 is set: the CUDA kernels run in numba's "
+                  "simulator, exact but thousands of times slower than a GPU (keep models "
+                  "and batches tiny)")
 
 
 def check_device(device):
@@ -16,7 +22,18 @@ def check_device(device):
     if name == "cuda" and not cuda_available():
         from ..device import _no_gpu_message
         raise DeviceError(_no_gpu_message())
+    if name == "cuda" and _simulated() and not _announced:
+        print(SIMULATOR_NOTE, file=sys.stderr)
+        _announced.append(True)  # once a process
     return name
+
+
+_announced = []
+
+
+def _simulated():
+    from ..backend.cuda import SIMULATOR
+    return SIMULATOR
 
 
 def place(model, device):
