@@ -392,3 +392,18 @@ def test_adam_step_over_a_large_buffer_is_fast():
     per_step = (time.perf_counter() - start) / 10
     # 16M floats x 6 accesses x 4 bytes = 400 MB a step: < 2 ms even at 200 GB/s
     assert per_step < 2e-3, f"adam_step took {per_step * 1e3:.2f} ms"
+
+
+def test_numpy_without_row_stack_gets_the_shim_before_numba_cuda_loads():
+    """numba-cuda 0.30 calls np.row_stack, which NumPy 2.5 removed (NUMBA_NOTES.md): in a
+    fresh process whose NumPy lacks it, importing the CUDA backend puts it back before
+    numba.cuda is imported."""
+    code = ("import numpy as np\n"
+            "del np.row_stack\n"
+            "import sys\n"
+            "assert 'numba.cuda' not in sys.modules\n"
+            "import tinyar.backend.cuda\n"
+            "assert np.row_stack is np.vstack\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
