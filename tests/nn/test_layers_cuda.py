@@ -451,3 +451,15 @@ def test_a_training_step_launches_the_same_kernels_every_step(C):
     assert per_step["_dropout"] == 2       # applied forward and backward
     assert per_step["_adam"] == 1          # one update of the flat buffer
     assert sum(per_step.values()) < 30, per_step
+
+
+@needs_cuda
+def test_a_host_input_for_a_gpu_layer_is_a_clear_error():
+    from tinyar.errors import DeviceError
+    layer = nn.Linear(4, 2).to("cuda")
+    with pytest.raises(DeviceError, match=r"Linear\(in_features=4.*the input is on cpu and "
+                                          r"the layer's parameters on cuda"):
+        layer(np.ones((1, 4), np.float32))
+    cpu_layer = nn.Linear(4, 2)
+    with pytest.raises(DeviceError, match="the input is on cuda and the layer's parameters on cpu"):
+        cpu_layer(tinyar.to_device(np.ones((1, 4), np.float32), "cuda"))

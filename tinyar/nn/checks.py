@@ -7,7 +7,7 @@ read out of bounds. Messages follow one pattern::
 """
 import numpy as np
 
-from ..errors import DTypeError, NumericalError, ShapeError, TargetError
+from ..errors import DeviceError, DTypeError, NumericalError, ShapeError, TargetError
 
 
 def describe(layer):
@@ -27,6 +27,20 @@ def check_float_input(layer, x, dtype=None, what="input"):
         raise DTypeError(f"{describe(layer)}: expected {what} of dtype {np.dtype(dtype).name} "
                          f"(the layer's), got {np.dtype(x_dtype).name}; convert one of them with "
                          f".astype() / .to()")
+    check_same_device(layer, x, what)
+
+
+def check_same_device(layer, x, what="input"):
+    """x must be where the layer's parameters are (a NumPy array with a GPU layer would
+    otherwise fail deep inside a kernel)."""
+    for p in getattr(layer, "_parameters", {}).values():
+        if p is not None:
+            if isinstance(x, np.ndarray) != isinstance(p.data, np.ndarray):
+                here, there = ("cpu", "cuda") if isinstance(x, np.ndarray) else ("cuda", "cpu")
+                raise DeviceError(f"{describe(layer)}: the {what} is on {here} and the layer's "
+                                  f"parameters on {there}; move one of them "
+                                  f"(tinyar.to_device(x, {there!r}) or .to({here!r}))")
+            return
 
 
 def check_shape(layer, x, expected, ndim=None, min_ndim=None, what="input"):
