@@ -202,11 +202,8 @@ class AutoregressiveLM(Module):
 
 
 def _last_step(features):
-    """features[:, -1, :] as a C-contiguous (N, H) array on the device of ``features``
-    (numba device arrays have no ``np.ascontiguousarray``)."""
-    last = backend_of(features).empty((features.shape[0], features.shape[2]), features.dtype)
-    last[:] = features[:, -1, :]
-    return last
+    """features[:, -1, :] as a C-contiguous (N, H) array on the device of ``features``."""
+    return backend_of(features).contiguous(features[:, -1, :])
 
 
 def perplexity(nats_per_token):

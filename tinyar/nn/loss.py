@@ -26,17 +26,13 @@ from (targets usually live on the host anyway: data loaders make them there).
 import numpy as np
 
 from ..backend import backend_of
+from ..device import to_host
 from ..errors import NumericalError, ShapeError
 from .checks import (check_finite_loss, check_float_input, check_same_shape, check_shape,
                      check_targets, describe)
 from .module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
-
-
-def _on_host(array):
-    """A NumPy array of ``array``'s values (no copy when it is one already)."""
-    return backend_of(array).to_host(array)
 
 
 class _Loss(Module):
@@ -142,11 +138,11 @@ class _ClassIndexLoss(_Loss):
         (None for the other reductions, which need none). Counted on the host."""
         if self.reduction != "mean":
             return None
-        targets = _on_host(targets)
+        targets = to_host(targets)
         keep = targets[targets != self.ignore_index]
         if self.weight is None:
             return keep.size
-        return float(np.sum(_on_host(self.weight)[keep], dtype=np.float64))
+        return float(np.sum(to_host(self.weight)[keep], dtype=np.float64))
 
     def _row_scale(self, grad, like):
         """dL/dloss_r for each row, as an array of the logits' dtype."""

@@ -101,7 +101,7 @@ class MultiLevelSoftmax(Module):
                              f"{tuple(h.shape)}, got {tuple(targets.shape)}")
         check_targets(self, targets, self.num_labels)
         B = backend_of(h)
-        h = _contiguous(h)
+        h = B.contiguous(h)
         M = h.shape[0]
         w_coarse, w_fine = self.level_weights
         classes = self._parent[targets]
@@ -165,7 +165,7 @@ class MultiLevelSoftmax(Module):
         """log P(c | h) for every class: (M, C)."""
         self._check_h(h)
         B = backend_of(h)
-        z = B.matmul(_contiguous(h), self.coarse.weight.data, trans_b=True)
+        z = B.matmul(B.contiguous(h), self.coarse.weight.data, trans_b=True)
         B.add_bias(z, self.coarse.bias.data)
         return B.log_softmax_forward(z)
 
@@ -173,7 +173,7 @@ class MultiLevelSoftmax(Module):
         """log P(y | c, h) for the labels of class ``c``: (M, |c|), in ``labels_of(c)`` order."""
         B = backend_of(h)
         block = slice(self._starts[c], self._starts[c + 1])
-        z = B.matmul(_contiguous(h), self.fine.weight.data[block], trans_b=True)
+        z = B.matmul(B.contiguous(h), self.fine.weight.data[block], trans_b=True)
         B.add_bias(z, self.fine.bias.data[block])
         return B.log_softmax_forward(z)
 
@@ -245,15 +245,9 @@ class MultiLevelSoftmax(Module):
         return out
 
 
-def _contiguous(x):
-    """A C-contiguous x for the CPU's products; device ops read strided arrays (or
-    copy them) themselves, and a device array has no NumPy conversions."""
-    return np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x
-
-
 def _rows(h, rows):
-    """h[rows] (host row indices): NumPy's fancy indexing, or a gather on a device."""
-    return h[rows] if isinstance(h, np.ndarray) else backend_of(h).embedding_forward(h, rows)
+    """h[rows] for host row indices, as a gather on h's backend."""
+    return backend_of(h).embedding_forward(h, rows)
 
 
 

@@ -507,11 +507,8 @@ class LastStep(Module):
     def forward(self, x):
         output, _ = self.rnn(x)
         self._shape = output.shape
-        B = backend_of(output)
-        last = B.empty((output.shape[0 if self.rnn.batch_first else 1], output.shape[-1]),
-                       output.dtype)
-        last[:] = output[:, -1, :] if self.rnn.batch_first else output[-1]
-        return last
+        return backend_of(output).contiguous(
+            output[:, -1, :] if self.rnn.batch_first else output[-1])
 
     def backward(self, grad_out):
         expected = (self._shape[0 if self.rnn.batch_first else 1], self._shape[-1])

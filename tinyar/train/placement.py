@@ -6,7 +6,7 @@ corpus or deep inside the first kernel launch.
 """
 import sys
 
-from ..device import DEVICES, cuda_available
+from ..device import _device_name, _no_gpu_message, cuda_available
 from ..errors import DeviceError
 
 SIMULATOR_NOTE = ("note: NUMBA_ENABLE_CUDASIM=1 is set: the CUDA kernels run in numba's "
@@ -16,11 +16,8 @@ SIMULATOR_NOTE = ("note: NUMBA_ENABLE_CUDASIM=1 is set: the CUDA kernels run in 
 
 def check_device(device):
     """Raise ``DeviceError`` when ``device`` is unknown or cannot run here; return its name."""
-    name = str(device).split(":")[0]
-    if name not in DEVICES:
-        raise DeviceError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    name = _device_name(device)
     if name == "cuda" and not cuda_available():
-        from ..device import _no_gpu_message
         raise DeviceError(_no_gpu_message())
     if name == "cuda" and _simulated() and not _announced:
         print(SIMULATOR_NOTE, file=sys.stderr)

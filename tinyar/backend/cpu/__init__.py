@@ -41,5 +41,10 @@ def to_host(x):
     return np.asarray(x)
 
 
+def contiguous(x):
+    """x itself when C-contiguous, else a C-contiguous copy (e.g. of a slice x[:, -1])."""
+    return np.ascontiguousarray(x)
+
+
 def is_array(x):
     return isinstance(x, np.ndarray)

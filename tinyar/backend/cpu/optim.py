@@ -30,6 +30,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from ...errors import DTypeError, ShapeError
+from ..ops.optim import used_state
 from ._util import FASTMATH, as_float, contiguous, flat
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "scale_",
@@ -95,7 +96,7 @@ def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, n
     ``momentum_buf`` may be None when ``momentum == 0`` (it is not read);
     ``first_step`` starts it at the gradient, as torch does.
     """
-    momentum_buf = _used_state("sgd_step", momentum_buf, momentum != 0,
+    momentum_buf = used_state("sgd_step", momentum_buf, momentum != 0,
                                "momentum_buf (momentum != 0)")
     param, grad, momentum_buf = _flat_buffers("sgd_step", param=param, grad=grad,
                                               momentum_buf=momentum_buf)
@@ -171,8 +172,8 @@ def _rmsprop_threads(chunks, param, grad, square_avg, grad_avg, buf, neg_lr, alp
 def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
                  momentum, centered):
     """RMSprop, in place; ``grad_avg`` / ``momentum_buf`` may be None when unused."""
-    grad_avg = _used_state("rmsprop_step", grad_avg, centered, "grad_avg (centered=True)")
-    momentum_buf = _used_state("rmsprop_step", momentum_buf, momentum > 0,
+    grad_avg = used_state("rmsprop_step", grad_avg, centered, "grad_avg (centered=True)")
+    momentum_buf = used_state("rmsprop_step", momentum_buf, momentum > 0,
                                "momentum_buf (momentum > 0)")
     param, grad, square_avg, grad_avg, momentum_buf = _flat_buffers(
         "rmsprop_step", param=param, grad=grad, square_avg=square_avg, grad_avg=grad_avg,
@@ -325,15 +326,6 @@ def _launch(one_thread, threads, min_size, x, *args):
 def _scalars_like(x):
     """Python floats -> scalars of x's dtype (float32 kernels stay float32)."""
     return lambda *values: [as_float(v, x) for v in values]
-
-
-def _used_state(op, array, needed, what):
-    """The state array when these settings read it (then it must be given), else None."""
-    if not needed:
-        return None
-    if array is None:
-        raise ValueError(f"{op}: {what} is needed with these settings, got None")
-    return array
 
 
 def _flat_buffers(op, **arrays):

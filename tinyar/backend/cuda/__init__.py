@@ -20,6 +20,7 @@ from ..ops import REGISTRY
 from . import _util
 from ._util import SIMULATOR  # noqa: F401  (True under numba's CUDA simulator)
 from ._util import count_launches  # noqa: F401
+from ._util import contiguous  # noqa: F401  (x, or a C-contiguous device copy)
 from ._util import device_empty, fill, host_to_device, is_device_array
 
 name = "cuda"

@@ -19,6 +19,7 @@ import numpy as np
 from numba import cuda, float64
 
 from ...errors import DTypeError, ShapeError
+from ..ops.optim import used_state
 from ._util import (THREADS, as_float, block_sum, blocks_for, device_empty, fill, flat, launch,
                     launch_flat, scratch, contiguous)
 
@@ -52,7 +53,7 @@ def _sgd(param, grad, buf, neg_lr, momentum, one_minus_dampening, weight_decay, 
 def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov,
              first_step):
     """SGD with momentum, dampening, Nesterov and L2 weight decay, in place."""
-    momentum_buf = _used_state("sgd_step", momentum_buf, momentum != 0,
+    momentum_buf = used_state("sgd_step", momentum_buf, momentum != 0,
                                "momentum_buf (momentum != 0)")
     param, grad, momentum_buf = _flat_buffers("sgd_step", param=param, grad=grad,
                                               momentum_buf=momentum_buf)
@@ -109,8 +110,8 @@ def _rmsprop(param, grad, square_avg, grad_avg, buf, neg_lr, alpha, one_minus_al
 def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
                  momentum, centered):
     """RMSprop, in place; ``grad_avg`` / ``momentum_buf`` may be None when unused."""
-    grad_avg = _used_state("rmsprop_step", grad_avg, centered, "grad_avg (centered=True)")
-    momentum_buf = _used_state("rmsprop_step", momentum_buf, momentum > 0,
+    grad_avg = used_state("rmsprop_step", grad_avg, centered, "grad_avg (centered=True)")
+    momentum_buf = used_state("rmsprop_step", momentum_buf, momentum > 0,
                                "momentum_buf (momentum > 0)")
     param, grad, square_avg, grad_avg, momentum_buf = _flat_buffers(
         "rmsprop_step", param=param, grad=grad, square_avg=square_avg, grad_avg=grad_avg,
@@ -223,15 +224,6 @@ def clamp_(x, low, high):
 def _scalars_like(x):
     """Python floats -> scalars of x's dtype (float32 kernels stay float32)."""
     return lambda *values: [as_float(v, x) for v in values]
-
-
-def _used_state(op, array, needed, what):
-    """The state array when these settings read it (then it must be given), else None."""
-    if not needed:
-        return None
-    if array is None:
-        raise ValueError(f"{op}: {what} is needed with these settings, got None")
-    return array
 
 
 def _flat_buffers(op, **arrays):

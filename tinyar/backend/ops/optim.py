@@ -30,6 +30,17 @@ import numpy as np
 
 from . import op
 
+
+# --- shared by the backends' optimizer ops ----------------------------------------
+def used_state(op_name, array, needed, what):
+    """The state array when these settings read it (then it must be given), else None."""
+    if not needed:
+        return None
+    if array is None:
+        raise ValueError(f"{op_name}: {what} is needed with these settings, got None")
+    return array
+
+
 _FLAT = 257  # an odd size, so that vectorised loops have a remainder
 
 
