@@ -31,8 +31,9 @@ def machine():
         pass
     import numba
     import numpy
+    from tinyar.backend.cpu import blas
     parts = [f"{cpu}, {os.cpu_count()} cores", f"Python {platform.python_version()}",
-             f"numpy {numpy.__version__}", f"numba {numba.__version__}"]
+             f"numpy {numpy.__version__}", f"numba {numba.__version__}", blas.describe()]
     try:
         import torch
         parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")

@@ -20,7 +20,9 @@ The policy:
    use next to BLAS). Only the optimizer kernels keep a ``prange`` variant,
    used for buffers of over a million elements (``cpu/optim.py``), where
    the launch cost is amortised.
-3. BLAS keeps its own threads (all cores) for matrix products. On a machine
+3. BLAS keeps its own threads (all cores) for matrix products (MKL's when
+   installed: see ``cpu/blas.py``, which also keeps them from spinning between
+   steps). On a machine
    where other processes keep the cores busy, OpenBLAS's spinning threads can
    collapse (an LSTM language-model step measured 3.1 s instead of 41 ms
    while another process used a core): set ``TINYAR_BLAS_THREADS=1`` there,
@@ -42,13 +44,14 @@ def configure() -> None:
 
 
 def get_blas_threads():
-    """NumPy's OpenBLAS thread count (None where it cannot be read)."""
+    """The BLAS's thread count, MKL's or NumPy's OpenBLAS's (None where it cannot be read)."""
     from .cpu.blas import get_threads
     return get_threads()
 
 
 def set_blas_threads(n):
-    """How many threads NumPy's OpenBLAS may use for matrix products; False if unknown BLAS."""
+    """How many threads the BLAS (``cpu/blas.py``) may use for matrix products; False if
+    it cannot be told."""
     from .cpu.blas import set_threads
     return set_threads(n)
 

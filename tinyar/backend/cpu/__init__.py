@@ -9,6 +9,7 @@ from importlib import import_module
 import numpy as np
 
 from .. import threads  # noqa: F401  (sets the threading policy before any kernel runs)
+from . import memory  # noqa: F401  (keeps freed memory for the next step: see memory.py)
 from .cache import configure as _configure_cache
 
 _configure_cache()  # before the kernel files below are imported

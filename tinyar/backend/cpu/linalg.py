@@ -1,4 +1,5 @@
-"""Matrix products through BLAS (NumPy's), and the bias sums around them.
+"""Matrix products through BLAS (``blas.py``: MKL or NumPy's OpenBLAS), and the
+bias sums around them.
 
 Dense products are never written as Numba loops: OpenBLAS reaches ~60 GFLOP/s
 here, a Numba prange loop ~22 (../shared/NUMBA_NOTES.md).
@@ -7,7 +8,7 @@ import numpy as np
 from numba import njit
 
 from ._util import ERROR_MODEL, FASTMATH, as_float, contiguous, flat
-from .blas import gemm_accumulate
+from .blas import gemm, gemm_batched
 
 __all__ = ["matmul", "add_bias", "sum_rows", "axpy"]
 
@@ -19,11 +20,21 @@ def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
     """
     a = a.T if trans_a else a
     b = b.T if trans_b else b
-    if not accumulate:
-        return np.matmul(a, b, out=out)
-    if not gemm_accumulate(a, b, out):
-        out += a @ b
-    return out
+    if accumulate:
+        if not gemm(a, b, out, beta=1.0):
+            out += a @ b
+        return out
+    if a.dtype == b.dtype and a.ndim in (2, 3) and b.ndim in (2, 3) and a.shape[-1] == b.shape[-2]:
+        if a.ndim == 2 and b.ndim == 2:
+            result = np.empty((a.shape[0], b.shape[1]), a.dtype) if out is None else out
+            if gemm(a, b, result):
+                return result
+        else:
+            count = a.shape[0] if a.ndim == 3 else b.shape[0]
+            result = np.empty((count, a.shape[-2], b.shape[-1]), a.dtype) if out is None else out
+            if gemm_batched(a, b, result):
+                return result
+    return np.matmul(a, b, out=out)  # mixed, integer or broadcast-incompatible operands
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
