@@ -111,7 +111,7 @@ def mkl_candidates():
     if given:
         paths += [given] if os.path.isfile(given) else \
             sorted(glob.glob(os.path.join(given, "libmkl_rt.*")))
-    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, sys.exec_prefix)):
+    for prefix in dict.fromkeys((sys.prefix, sys.exec_prefix)):  # this environment's own
         for pattern in ("lib/libmkl_rt.so*", "lib/libmkl_rt.*dylib", "Library/bin/mkl_rt*.dll"):
             paths += sorted(glob.glob(os.path.join(prefix, pattern)), reverse=True)
     return list(dict.fromkeys(paths))
@@ -150,8 +150,7 @@ def _choose():
         if wanted == "mkl":
             raise RuntimeError(
                 "TINYAR_BLAS=mkl but no MKL runtime (libmkl_rt with the ILP64 CBLAS "
-                "names, MKL 2023 or later) was found in " + (", ".join(
-                    dict.fromkeys((sys.prefix, sys.base_prefix))) + "/lib") +
+                "names, MKL 2023 or later) was found in " + os.path.join(sys.prefix, "lib") +
                 ': pip install "tinyar[mkl]", or point TINYAR_MKL_PATH at libmkl_rt')
     return _load_openblas()
 
