@@ -343,3 +343,33 @@ def test_rejects_wrong_grad_shape():
 def test_rejects_bad_arguments(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+# --- the threaded copy kernels (where kernels share BLAS's threads) ---------------
+@pytest.mark.parametrize("stride,padding,dilation", [((1, 1), (0, 0, 0, 0), (1, 1)),
+                                                     ((2, 1), (1, 2, 0, 1), (1, 2))])
+def test_threaded_conv_kernels_match_the_serial_ones(stride, padding, dilation, monkeypatch):
+    from tinyar.backend import threads
+    from tinyar.backend.cpu import _util, conv as kernels
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 3, 9, 8))
+    bias = rng.standard_normal(4)
+
+    def run():
+        cols = kernels.im2col(x, (3, 2), stride, padding, dilation)
+        dx = kernels.col2im(cols, x.shape, (3, 2), stride, padding, dilation)
+        product = rng_product[:, :cols.shape[1]]
+        batch_major = kernels.to_batch_major(product, 5, bias, relu=True)
+        grad_bias = np.zeros(4)
+        channel_major = kernels.to_channel_major(batch_major - 0.1, grad_bias,
+                                                 relu_output=batch_major)
+        biased = kernels.add_channel_bias(batch_major.copy(), bias, relu=True)
+        return cols, dx, batch_major, channel_major, grad_bias, biased
+
+    rng_product = rng.standard_normal((4, 5 * 9 * 8))
+    serial = run()
+    monkeypatch.setattr(threads, "PARALLEL_KERNELS", True)
+    monkeypatch.setattr(_util, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_util, "get_num_threads", lambda: 3)  # uneven pieces of 5 samples
+    for got, expected in zip(run(), serial):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

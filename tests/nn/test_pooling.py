@@ -206,3 +206,27 @@ def test_rejects_wrong_grad_shape():
     with pytest.raises(ShapeError, match=r"MaxPool2d.*gradient of the output's shape "
                                          r"\(1, 1, 2, 2\)"):
         layer.backward(np.zeros((1, 1, 4, 4), np.float32))
+
+
+# --- the threaded 2x2 max-pool (where kernels share BLAS's threads) ---------------
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_threaded_max_pool_matches_the_serial_one(dtype, monkeypatch):
+    from tinyar.backend import threads
+    from tinyar.backend.cpu import _util, pool
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 5, 8, 6)).astype(dtype)
+    x[0, 0, 0, 0] = np.nan  # a NaN wins its window on every path
+    grad = rng.standard_normal((3, 5, 4, 3)).astype(dtype)
+    y1, i1 = pool.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    dx1 = pool.max_pool2d_backward(grad, i1, (8, 6))
+    monkeypatch.setattr(threads, "PARALLEL_KERNELS", True)
+    monkeypatch.setattr(_util, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_util, "get_num_threads", lambda: 4)  # more pieces than planes split evenly
+    assert _util.thread_chunks(x.size) == 4
+    y4, i4 = pool.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    dx4 = pool.max_pool2d_backward(grad, i4, (8, 6))
+    np.testing.assert_array_equal(y4, y1)
+    np.testing.assert_array_equal(i4, i1)
+    np.testing.assert_array_equal(dx4, dx1)
+    reference, _ = max_pool_reference(x, (2, 2), (2, 2), (0, 0))
+    np.testing.assert_array_equal(y4, reference)

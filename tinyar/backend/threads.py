@@ -4,11 +4,21 @@ Measured on the 2-core development machines (see ../shared/NUMBA_NOTES.md and
 ``benchmarks/bench_threads.py``): with Numba's default OpenMP threading layer,
 a ``prange`` kernel called between two OpenBLAS matrix products made the pair
 about 16x slower (7.7 ms instead of 0.48 ms), because the OpenMP workers spin
-after the kernel and steal the cores the BLAS threads need.
-``OMP_WAIT_POLICY=passive`` cures that but is read by every OpenMP runtime in
-the process, PyTorch's too, and slowed torch's own matmul by 1.5x.
+after the kernel and steal the cores the BLAS threads need. Two pools of
+threads on the same cores fight; one pool does not. So the policy depends on
+the BLAS (``cpu/blas.py``):
 
-The policy:
+With MKL (the ``mkl`` extra), one pool: MKL is told to run on GNU OpenMP
+(``MKL_THREADING_LAYER=GNU``) and Numba on its ``omp`` layer, the same
+libgomp, so a matrix product and a ``prange`` kernel use the same threads one
+after the other. Then the kernels that sweep megabytes between two products
+run on every core too (``PARALLEL_KERNELS``: the max-pool, the optimizers),
+as PyTorch's do: LeNet's step went from 11.2 to 9.8 ms, and with the workqueue
+layer the same parallel max-pool gained nothing. Caveat: GNU OpenMP is not
+fork-safe; a program that forks (``multiprocessing`` with the ``fork`` start
+method) after tinyar has run should set ``NUMBA_THREADING_LAYER=workqueue``.
+
+With NumPy's OpenBLAS (the default install), OpenBLAS keeps its own pthreads:
 
 1. Numba uses the ``workqueue`` threading layer: plain pthreads that sleep
    when idle, so they never spin against OpenBLAS and leave torch's OpenMP
@@ -17,12 +27,10 @@ The policy:
    ``cpu/_util.py``). A workqueue ``prange`` launch costs 20-60 us and the
    second worker wakes late: Adam over 670k floats ran 0.37 ms serial and
    0.41 ms on two workqueue threads (0.19 ms with OpenMP, which we cannot
-   use next to BLAS). Only the optimizer kernels keep a ``prange`` variant,
-   used for buffers of over a million elements (``cpu/optim.py``), where
-   the launch cost is amortised.
-3. BLAS keeps its own threads (all cores) for matrix products (MKL's when
-   installed: see ``cpu/blas.py``, which also keeps them from spinning between
-   steps). On a machine
+   use next to OpenBLAS). Only the optimizer kernels keep a ``prange``
+   variant, used for buffers of over a million elements (``cpu/optim.py``),
+   where the launch cost is amortised.
+3. BLAS keeps its own threads (all cores) for matrix products. On a machine
    where other processes keep the cores busy, OpenBLAS's spinning threads can
    collapse (an LSTM language-model step measured 3.1 s instead of 41 ms
    while another process used a core): set ``TINYAR_BLAS_THREADS=1`` there,
@@ -32,11 +40,18 @@ import os
 
 import numba
 
-THREADING_LAYER = os.environ.get("NUMBA_THREADING_LAYER", "workqueue")
+THREADING_LAYER = "workqueue"  # decided by configure()
+PARALLEL_KERNELS = False  # whether kernels between products may use every core
 
 
 def configure() -> None:
     """Apply the policy; called once when the CPU backend is imported."""
+    global THREADING_LAYER, PARALLEL_KERNELS
+    from .cpu import blas
+    one_pool = blas.LIBRARY == "mkl" and blas.mkl_threading() == "gnu"
+    THREADING_LAYER = os.environ.get("NUMBA_THREADING_LAYER") or \
+        ("omp" if one_pool else "workqueue")
+    PARALLEL_KERNELS = one_pool and THREADING_LAYER == "omp"
     if numba.config.THREADING_LAYER in ("default", ""):
         numba.config.THREADING_LAYER = THREADING_LAYER
     if os.environ.get("TINYAR_BLAS_THREADS"):
@@ -55,5 +70,3 @@ def set_blas_threads(n):
     from .cpu.blas import set_threads
     return set_threads(n)
 
-
-configure()

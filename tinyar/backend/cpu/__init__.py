@@ -8,10 +8,12 @@ from importlib import import_module
 
 import numpy as np
 
-from .. import threads  # noqa: F401  (sets the threading policy before any kernel runs)
+from . import blas  # noqa: F401  (chooses the BLAS: the threading policy depends on it)
+from .. import threads
 from . import memory  # noqa: F401  (keeps freed memory for the next step: see memory.py)
 from .cache import configure as _configure_cache
 
+threads.configure()  # before any kernel runs
 _configure_cache()  # before the kernel files below are imported
 
 name = "cpu"

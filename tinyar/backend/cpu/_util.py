@@ -1,5 +1,8 @@
 """Small helpers shared by the CPU kernel files."""
 import numpy as np
+from numba import get_num_threads
+
+from .. import threads
 
 # LLVM may reassociate, contract into FMAs and use reciprocals, but must keep
 # NaN and infinity semantics: a NaN loss has to stay visible.
@@ -34,3 +37,17 @@ def flat(x):
 def as_float(value, like):
     """A Python scalar as the dtype of ``like`` (keeps float32 kernels float32)."""
     return like.dtype.type(value)
+
+
+# Below this many elements a sweep stays on one thread even where kernels may use
+# all (backend/threads.py): an omp prange launch costs ~2 us, a serial sweep of
+# 64k floats ~15 us.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def thread_chunks(elements):
+    """How many pieces a kernel's sweep over ``elements`` should be split into: the
+    thread count where kernels may use every core and the sweep is large, else 1."""
+    if not threads.PARALLEL_KERNELS or elements < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return get_num_threads()

@@ -23,11 +23,14 @@ default) takes MKL where it is found. MKL is looked for as the ``mkl`` wheel
 installs it (``<prefix>/lib/libmkl_rt.so.*``) or at ``TINYAR_MKL_PATH``. Both
 are called through their 64-bit-integer (ILP64) CBLAS entry points.
 
-MKL's OpenMP threads spin for 200 ms after each call by default, stealing
-cores from whatever runs next (Numba's threads; PyTorch in a side-by-side
-benchmark). We set ``KMP_BLOCKTIME=1`` (1 ms) unless the user set it: the
-products of one training step come microseconds apart, so the threads stay
-awake through a step and sleep between steps.
+MKL runs its threads on GNU OpenMP where Numba can too (``MKL_THREADING_LAYER=GNU``,
+unless the user chose a layer): Numba's ``prange`` kernels then share MKL's pool
+of threads instead of fighting it (``backend/threads.py``). Where it runs on
+Intel's OpenMP, whose threads spin for 200 ms after each call by default and
+steal the cores from whatever runs next (PyTorch in a side-by-side benchmark),
+we set ``KMP_BLOCKTIME=1`` (1 ms) unless the user set it: the products of one
+training step come microseconds apart, so the threads stay awake through a step
+and sleep between steps.
 """
 import ctypes
 import glob
@@ -117,8 +120,30 @@ def mkl_candidates():
     return list(dict.fromkeys(paths))
 
 
+def _numba_can_share_gnu_openmp():
+    """Whether libgomp and Numba's OpenMP layer (built on it) both load here."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        ctypes.CDLL("libgomp.so.1")
+        from numba.np.ufunc import omppool  # noqa: F401
+    except (OSError, ImportError):
+        return False
+    return True
+
+
+def mkl_threading():
+    """MKL's threading layer ("gnu", "intel", ...), or None when MKL is not in use."""
+    if LIBRARY != "mkl":
+        return None
+    return os.environ.get("MKL_THREADING_LAYER", "intel").lower()
+
+
 def _load_mkl():
-    os.environ.setdefault("KMP_BLOCKTIME", "1")  # read when MKL's OpenMP starts
+    # both read when MKL's OpenMP starts, at its first call
+    if "MKL_THREADING_LAYER" not in os.environ and _numba_can_share_gnu_openmp():
+        os.environ["MKL_THREADING_LAYER"] = "GNU"
+    os.environ.setdefault("KMP_BLOCKTIME", "1")
     for path in mkl_candidates():
         try:
             # RTLD_GLOBAL: MKL loads its threading and kernel libraries itself, next to it
@@ -164,7 +189,10 @@ def describe():
     """A line for benchmark reports: which BLAS, and where from."""
     if _LIBRARY is None:
         return "BLAS: NumPy's matmul (no CBLAS gemm found)"
-    return f"BLAS: {_LIBRARY.name} ({os.path.basename(_LIBRARY.path)})"
+    threading = mkl_threading()
+    shared = ", on GNU OpenMP" if threading == "gnu" else \
+        f", threading {threading}" if threading else ""
+    return f"BLAS: {_LIBRARY.name} ({os.path.basename(_LIBRARY.path)}{shared})"
 
 
 def gemm_routine(dtype):

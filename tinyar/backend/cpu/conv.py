@@ -18,12 +18,14 @@ tap; [lo, hi) is the part that reads inside the input, the rest is padding
 (``x[n, c, h]``) inside the loops were 2x slower: every view costs a
 reference-count update. With these, im2col went from 2.2 ms to 0.8 ms.
 
-Serial on purpose (``backend/threads.py``), and measured: ``prange``
-versions of im2col, col2im and the max-pool kernels (over (channel, sample)
-pairs, or planes) made LeNet's training step slower, 14.0-14.6 ms against
-12.9-13.4 ms serial (2 cores, workqueue layer): the OpenBLAS workers are
-still spinning on the second core when these kernels run. The products
-around the copies use both cores through BLAS.
+Threads. Each copy kernel takes a range of samples (channels for
+``to_channel_major``, whose bias gradient sums over samples), so that one
+call can do it all on one thread or a ``prange`` can split it. Split only where
+the kernels share BLAS's threads (MKL on GNU OpenMP, ``backend/threads.py``):
+next to OpenBLAS, ``prange`` versions of im2col, col2im and the max-pool made
+LeNet's training step slower, 14.0-14.6 ms against 12.9-13.4 ms serial (2
+cores, workqueue layer), since the OpenBLAS workers still spin on the second
+core when these kernels run.
 
 ``to_batch_major`` / ``to_channel_major`` reorder between the product's
 (C, N*P) layout and (N, C, P), with the bias add / bias gradient fused into
@@ -32,9 +34,9 @@ the same pass, and a ReLU's forward / backward too when the layer has
 the per-sample products (see ``nn/conv.py`` for when each is used).
 """
 import numpy as np
-from numba import njit, uint64
+from numba import njit, prange, uint64
 
-from ._util import FASTMATH, contiguous
+from ._util import FASTMATH, contiguous, thread_chunks
 
 __all__ = ["im2col", "col2im", "to_batch_major", "to_channel_major", "add_channel_bias",
            "channel_sums"]
@@ -54,8 +56,8 @@ def _inside(offset, stride, size, count):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _im2col(x, shape, kernel, stride, padding, dilation, out_h, out_w, cols):
-    """x: flat (N, C, H, W); cols: flat (C*kh*kw, N*out_h*out_w)."""
+def _im2col(x, shape, kernel, stride, padding, dilation, out_h, out_w, cols, first, end):
+    """x: flat (N, C, H, W); cols: flat (C*kh*kw, N*out_h*out_w); samples first..end-1."""
     n_batch, channels, height, width = shape
     kh, kw = kernel
     sh, sw = stride
@@ -71,7 +73,7 @@ def _im2col(x, shape, kernel, stride, padding, dilation, out_h, out_w, cols):
                 offset = j * dw - left
                 lo, hi = _inside(offset, sw, width, out_w)
                 lo, hi = uint64(lo), uint64(hi)
-                for n in range(n_batch):
+                for n in range(first, end):
                     plane = (n * channels + c) * height * width
                     for oh in range(out_h):
                         dst = uint64((row * n_batch + n) * spatial + oh * out_w)
@@ -96,15 +98,16 @@ def _im2col(x, shape, kernel, stride, padding, dilation, out_h, out_w, cols):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _col2im(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx):
-    """The adjoint of ``_im2col``: dx (flat, zeroed here) += the columns."""
+def _col2im(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx, first, end):
+    """The adjoint of ``_im2col``: dx (flat, zeroed here) += the columns; samples
+    first..end-1."""
     n_batch, channels, height, width = shape
     kh, kw = kernel
     sh, sw = stride
     top, left = padding
     dh, dw = dilation
     spatial = out_h * out_w
-    dx[:] = 0
+    dx[first * channels * height * width:end * channels * height * width] = 0
     for c in range(channels):
         for i in range(kh):
             for j in range(kw):
@@ -112,7 +115,7 @@ def _col2im(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx):
                 offset = j * dw - left
                 lo, hi = _inside(offset, sw, width, out_w)
                 lo, hi = uint64(lo), uint64(hi)
-                for n in range(n_batch):
+                for n in range(first, end):
                     plane = (n * channels + c) * height * width
                     for oh in range(out_h):
                         h = oh * sh - top + i * dh
@@ -127,6 +130,22 @@ def _col2im(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx):
                             step = uint64(sw)
                             for k in range(lo, hi):
                                 dx[dst + k * step] += cols[src + k]
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _im2col_threads(x, shape, kernel, stride, padding, dilation, out_h, out_w, cols, chunks):
+    n_batch = shape[0]
+    for t in prange(chunks):
+        _im2col(x, shape, kernel, stride, padding, dilation, out_h, out_w, cols,
+                t * n_batch // chunks, (t + 1) * n_batch // chunks)
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _col2im_threads(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx, chunks):
+    n_batch = shape[0]
+    for t in prange(chunks):
+        _col2im(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx,
+                t * n_batch // chunks, (t + 1) * n_batch // chunks)
 
 
 def _out(out, shape, dtype):
@@ -157,8 +176,13 @@ def im2col(x, kernel_size, stride, padding, dilation, out=None):
     if cols.size:
         kernel, strides, dilations, pads = _ints(kernel_size, stride, dilation,
                                                  (padding[0], padding[2]))
-        _im2col(x.reshape(-1), _ints(x.shape)[0], kernel, strides, pads, dilations, out_h,
+        args = (x.reshape(-1), _ints(x.shape)[0], kernel, strides, pads, dilations, out_h,
                 out_w, cols.reshape(-1))
+        chunks = min(thread_chunks(cols.size), n)
+        if chunks > 1:
+            _im2col_threads(*args, chunks)
+        else:
+            _im2col(*args, 0, n)
     return cols
 
 
@@ -169,18 +193,23 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation, out=None):
     if dx.size:
         kernel, strides, dilations, pads = _ints(kernel_size, stride, dilation,
                                                  (padding[0], padding[2]))
-        _col2im(cols.reshape(-1), _ints(input_shape)[0], kernel, strides, pads, dilations,
+        args = (cols.reshape(-1), _ints(input_shape)[0], kernel, strides, pads, dilations,
                 out_h, out_w, dx.reshape(-1))
+        chunks = min(thread_chunks(cols.size), dx.shape[0])
+        if chunks > 1:
+            _col2im_threads(*args, chunks)
+        else:
+            _col2im(*args, 0, dx.shape[0])
     return dx
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _to_batch_major(y, bias, relu, out):
+def _to_batch_major(y, bias, relu, out, first, end):
     """y (C, N, P) -> out (N, C, P), + bias[c], then max(0, .) when ``relu`` (fused:
-    one pass instead of three)."""
+    one pass instead of three); samples first..end-1."""
     channels, n_batch, spatial = y.shape
     zero = y.dtype.type(0)
-    for n in range(n_batch):
+    for n in range(first, end):
         for c in range(channels):
             b = bias[c]
             if relu:
@@ -198,19 +227,30 @@ def to_batch_major(y, batch, bias, out=None, relu=False):
     y3 = y.reshape(channels, batch, -1)
     out = _out(out, (batch, channels, y3.shape[2]), y.dtype)
     bias = np.zeros(channels, y.dtype) if bias is None else contiguous(bias)
-    _to_batch_major(y3, bias, bool(relu), out)
+    chunks = min(thread_chunks(y.size), batch)
+    if chunks > 1:
+        _to_batch_major_threads(y3, bias, bool(relu), out, chunks)
+    else:
+        _to_batch_major(y3, bias, bool(relu), out, 0, batch)
     return out
 
 
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _to_batch_major_threads(y, bias, relu, out, chunks):
+    n_batch = y.shape[1]
+    for t in prange(chunks):
+        _to_batch_major(y, bias, relu, out, t * n_batch // chunks, (t + 1) * n_batch // chunks)
+
+
 @njit(cache=True, fastmath=FASTMATH)
-def _to_channel_major(x, relu_output, masked, grad_bias, out):
+def _to_channel_major(x, relu_output, masked, grad_bias, out, first, end):
     """x (N, C, P) -> out (C, N, P); grad_bias[c] += the sum of x[:, c, :] (fused).
     When ``masked``, x is first multiplied by [relu_output > 0] (the ReLU's
-    backward, fused too)."""
+    backward, fused too). Channels first..end-1."""
     n_batch, channels, spatial = x.shape
     zero = x.dtype.type(0)
-    for n in range(n_batch):
-        for c in range(channels):
+    for c in range(first, end):
+        for n in range(n_batch):
             s = zero
             if masked:
                 for p in range(uint64(spatial)):
@@ -235,15 +275,29 @@ def to_channel_major(x, grad_bias=None, out=None, relu_output=None):
         raise ValueError("grad_bias is updated in place and must be C-contiguous")
     masked = relu_output is not None
     relu_output = contiguous(relu_output).reshape(x.shape) if masked else x
-    _to_channel_major(x, relu_output, masked, grad_bias.reshape(-1), out.reshape(c, n, p))
+    args = (x, relu_output, masked, grad_bias.reshape(-1), out.reshape(c, n, p))
+    chunks = min(thread_chunks(x.size), c)
+    if chunks > 1:
+        _to_channel_major_threads(*args, chunks)
+    else:
+        _to_channel_major(*args, 0, c)
     return out
 
 
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _to_channel_major_threads(x, relu_output, masked, grad_bias, out, chunks):
+    channels = x.shape[1]
+    for t in prange(chunks):
+        _to_channel_major(x, relu_output, masked, grad_bias, out, t * channels // chunks,
+                          (t + 1) * channels // chunks)
+
+
 @njit(cache=True, fastmath=FASTMATH)
-def _add_channel_bias(y, bias, relu):
-    n_batch, channels, spatial = y.shape
+def _add_channel_bias(y, bias, relu, first, end):
+    """y[n, c, :] += bias[c] (then max(0, .) when ``relu``), samples first..end-1."""
+    _, channels, spatial = y.shape
     zero = y.dtype.type(0)
-    for n in range(n_batch):
+    for n in range(first, end):
         for c in range(channels):
             b = bias[c]
             if relu:
@@ -261,8 +315,20 @@ def add_channel_bias(y, bias, relu=False):
         if relu:
             np.maximum(y, 0, out=y)
         return y
-    _add_channel_bias(y.reshape(y.shape[0], y.shape[1], -1), contiguous(bias), bool(relu))
+    args = (y.reshape(y.shape[0], y.shape[1], -1), contiguous(bias), bool(relu))
+    chunks = min(thread_chunks(y.size), y.shape[0])
+    if chunks > 1:
+        _add_channel_bias_threads(*args, chunks)
+    else:
+        _add_channel_bias(*args, 0, y.shape[0])
     return y
+
+
+@njit(cache=True, fastmath=FASTMATH, parallel=True)
+def _add_channel_bias_threads(y, bias, relu, chunks):
+    n_batch = y.shape[0]
+    for t in prange(chunks):
+        _add_channel_bias(y, bias, relu, t * n_batch // chunks, (t + 1) * n_batch // chunks)
 
 
 @njit(cache=True, fastmath=FASTMATH)
