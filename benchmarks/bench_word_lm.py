@@ -79,9 +79,11 @@ def head_only(args, torch):
 
 
 def blas_table(args, torch):
-    """The LSTM's matrix products alone, NumPy's BLAS (what tinyar calls) against
-    PyTorch's (MKL), in microseconds per call: the part of the gap that is the library."""
+    """The LSTM's matrix products alone, tinyar's BLAS (MKL or NumPy's OpenBLAS,
+    ``tinyar/backend/cpu/blas.py``) against PyTorch's (MKL), in microseconds per call:
+    the part of the gap that is the library."""
     import numpy as np
+    from tinyar.backend.cpu import blas, linalg
     rng = np.random.default_rng(0)
     tokens, gates = BATCH * STEPS, 4 * HIDDEN
     shapes = [("X W_ih^T, once a step", (tokens, EMBED), (EMBED, gates), 1),
@@ -89,7 +91,8 @@ def blas_table(args, torch):
               ("dA W_hh, every time step", (BATCH, gates), (gates, HIDDEN), STEPS),
               ("dA^T X (dW_ih; dW_hh alike)", (gates, tokens), (tokens, EMBED), 2),
               ("dA W_ih (dX)", (tokens, gates), (gates, EMBED), 1)]
-    lines = ["| product | calls per step | NumPy BLAS (us) | torch (us) | ratio |",
+    lines = [f"| product | calls per step | tinyar's BLAS, {blas.LIBRARY} (us) | torch (us) "
+             "| ratio |",
              "|---|---:|---:|---:|---:|"]
     total = [0.0, 0.0]
     for name, a_shape, b_shape, calls in shapes:
@@ -97,7 +100,7 @@ def blas_table(args, torch):
         b = rng.standard_normal(b_shape).astype(np.float32)
         out = np.empty((a_shape[0], b_shape[1]), np.float32)
         ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out.copy())
-        ours = median_ms(lambda: np.matmul(a, b, out=out), args.warmup, 10 * args.repeats)
+        ours = median_ms(lambda: linalg.matmul(a, b, out=out), args.warmup, 10 * args.repeats)
         theirs = median_ms(lambda: torch.mm(ta, tb, out=tout), args.warmup, 10 * args.repeats)
         total[0] += calls * ours
         total[1] += calls * theirs
