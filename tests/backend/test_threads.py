@@ -1,3 +1,5 @@
+import os
+
 import numba
 import numpy as np
 
@@ -6,9 +8,15 @@ from tinyar.backend import threads
 from tinyar.backend.cpu import blas
 
 
-def test_numba_uses_the_workqueue_layer_unless_told_otherwise():
+def test_numba_uses_the_layer_the_policy_chose():
     tinyar.backend.get_backend("cpu")
     assert numba.config.THREADING_LAYER == threads.THREADING_LAYER
+    from tinyar.backend.cpu import blas
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        # one pool (omp) only where MKL runs on GNU OpenMP; workqueue beside OpenBLAS
+        one_pool = blas.LIBRARY == "mkl" and blas.mkl_threading() == "gnu"
+        assert threads.THREADING_LAYER == ("omp" if one_pool else "workqueue")
+        assert threads.PARALLEL_KERNELS == one_pool
 
 
 def test_blas_thread_count_can_be_limited_and_restored():
