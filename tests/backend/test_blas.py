@@ -146,3 +146,11 @@ def test_malloc_policy_is_applied_unless_the_user_tuned_malloc(monkeypatch):
     assert memory.configure() is False
     monkeypatch.delenv("MALLOC_ARENA_MAX_")
     assert memory.configure() is (platform.libc_ver()[0] == "glibc")  # musl has no mallopt
+
+
+def test_without_mkl_the_openmp_settings_are_left_alone(monkeypatch):
+    monkeypatch.setattr(blas, "mkl_candidates", lambda: [])
+    monkeypatch.delenv("MKL_THREADING_LAYER", raising=False)
+    monkeypatch.delenv("KMP_BLOCKTIME", raising=False)
+    assert blas._load_mkl() is None
+    assert "MKL_THREADING_LAYER" not in os.environ and "KMP_BLOCKTIME" not in os.environ

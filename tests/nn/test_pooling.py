@@ -222,7 +222,7 @@ def test_threaded_max_pool_matches_the_serial_one(dtype, monkeypatch):
     monkeypatch.setattr(threads, "PARALLEL_KERNELS", True)
     monkeypatch.setattr(_util, "PARALLEL_MIN_ELEMENTS", 0)
     monkeypatch.setattr(_util, "get_num_threads", lambda: 4)  # more pieces than planes split evenly
-    assert _util.thread_chunks(x.size) == 4
+    assert _util.thread_chunks(x.size, 15) == 4 and _util.thread_chunks(x.size, 3) == 3
     y4, i4 = pool.max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
     dx4 = pool.max_pool2d_backward(grad, i4, (8, 6))
     np.testing.assert_array_equal(y4, y1)

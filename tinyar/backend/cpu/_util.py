@@ -45,9 +45,10 @@ def as_float(value, like):
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
-def thread_chunks(elements):
-    """How many pieces a kernel's sweep over ``elements`` should be split into: the
-    thread count where kernels may use every core and the sweep is large, else 1."""
+def thread_chunks(elements, pieces):
+    """How many of its ``pieces`` (samples, planes, channels) a kernel's sweep over
+    ``elements`` should be split into: the thread count, at most ``pieces``, where
+    kernels may use every core and the sweep is large; else 1."""
     if not threads.PARALLEL_KERNELS or elements < PARALLEL_MIN_ELEMENTS:
         return 1
-    return get_num_threads()
+    return max(1, min(get_num_threads(), pieces))

@@ -140,11 +140,14 @@ def mkl_threading():
 
 
 def _load_mkl():
+    candidates = mkl_candidates()
+    if not candidates:  # no MKL: leave OpenMP's settings and libgomp alone
+        return None
     # both read when MKL's OpenMP starts, at its first call
     if "MKL_THREADING_LAYER" not in os.environ and _numba_can_share_gnu_openmp():
         os.environ["MKL_THREADING_LAYER"] = "GNU"
     os.environ.setdefault("KMP_BLOCKTIME", "1")
-    for path in mkl_candidates():
+    for path in candidates:
         try:
             # RTLD_GLOBAL: MKL loads its threading and kernel libraries itself, next to it
             lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)

@@ -178,7 +178,7 @@ def im2col(x, kernel_size, stride, padding, dilation, out=None):
                                                  (padding[0], padding[2]))
         args = (x.reshape(-1), _ints(x.shape)[0], kernel, strides, pads, dilations, out_h,
                 out_w, cols.reshape(-1))
-        chunks = min(thread_chunks(cols.size), n)
+        chunks = thread_chunks(cols.size, n)
         if chunks > 1:
             _im2col_threads(*args, chunks)
         else:
@@ -195,7 +195,7 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation, out=None):
                                                  (padding[0], padding[2]))
         args = (cols.reshape(-1), _ints(input_shape)[0], kernel, strides, pads, dilations,
                 out_h, out_w, dx.reshape(-1))
-        chunks = min(thread_chunks(cols.size), dx.shape[0])
+        chunks = thread_chunks(cols.size, dx.shape[0])
         if chunks > 1:
             _col2im_threads(*args, chunks)
         else:
@@ -227,7 +227,7 @@ def to_batch_major(y, batch, bias, out=None, relu=False):
     y3 = y.reshape(channels, batch, -1)
     out = _out(out, (batch, channels, y3.shape[2]), y.dtype)
     bias = np.zeros(channels, y.dtype) if bias is None else contiguous(bias)
-    chunks = min(thread_chunks(y.size), batch)
+    chunks = thread_chunks(y.size, batch)
     if chunks > 1:
         _to_batch_major_threads(y3, bias, bool(relu), out, chunks)
     else:
@@ -276,7 +276,7 @@ def to_channel_major(x, grad_bias=None, out=None, relu_output=None):
     masked = relu_output is not None
     relu_output = contiguous(relu_output).reshape(x.shape) if masked else x
     args = (x, relu_output, masked, grad_bias.reshape(-1), out.reshape(c, n, p))
-    chunks = min(thread_chunks(x.size), c)
+    chunks = thread_chunks(x.size, c)
     if chunks > 1:
         _to_channel_major_threads(*args, chunks)
     else:
@@ -316,7 +316,7 @@ def add_channel_bias(y, bias, relu=False):
             np.maximum(y, 0, out=y)
         return y
     args = (y.reshape(y.shape[0], y.shape[1], -1), contiguous(bias), bool(relu))
-    chunks = min(thread_chunks(y.size), y.shape[0])
+    chunks = thread_chunks(y.size, y.shape[0])
     if chunks > 1:
         _add_channel_bias_threads(*args, chunks)
     else:

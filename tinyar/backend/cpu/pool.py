@@ -112,7 +112,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding, out=None, out_indices=No
     if y.size:
         planes, y3, i3 = _planes(x), y.reshape(-1, *shape[2:]), indices.reshape(-1, *shape[2:])
         if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-            chunks = thread_chunks(x.size)
+            chunks = thread_chunks(x.size, planes.shape[0])
             if chunks > 1:
                 _max_pool_2x2_threads(planes, y3, i3, chunks)
             else:
@@ -146,7 +146,7 @@ def max_pool2d_backward(grad, indices, input_size, out=None):
     args = (contiguous(grad).reshape(n * c, -1),
             contiguous(indices).astype(np.int32, copy=False).reshape(n * c, -1),
             dx.reshape(n * c, -1))
-    chunks = thread_chunks(dx.size)
+    chunks = thread_chunks(dx.size, n * c)
     if chunks > 1:
         _max_pool_backward_threads(*args, chunks)
     else:
