@@ -503,3 +503,41 @@ def test_last_step_keeps_the_last_output_and_backpropagates_through_time(batch_f
     assert_gradcheck(layer, x)
     with pytest.raises(ShapeError, match="expected a gradient of the output's shape"):
         layer.backward(np.ones((3, 4)))
+
+
+# --- the threaded time loop (where kernels share BLAS's threads) ------------------------
+def _run_layer(layer, x, grad_out):
+    layer.zero_grad()
+    out, state = layer(x)
+    dx, dstate = layer.backward(grad_out)
+    grads = {name: p.grad.copy() for name, p in layer.named_parameters()}
+    return out, state, dx, dstate, grads
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threaded_time_loop_matches_the_serial_one(kind, dtype, monkeypatch):
+    """With kernels allowed threads, each thread runs the recurrence of its own block
+    of batch rows (cpu/rnn.py); outputs, states and every gradient stay the serial
+    loop's (to rounding: the bias gradients are summed per thread, then added)."""
+    from tinyar.backend import threads
+    from tinyar.backend.cpu import _util, rnn
+    cls, kwargs = LAYERS[kind]
+    tinyar.manual_seed(0)
+    layer = cls(5, 7, num_layers=2, dtype=dtype, **kwargs)
+    rng = np.random.default_rng(4)
+    n = 3 * rnn.MIN_ROWS_PER_THREAD + 1  # three blocks, one row longer
+    x = rng.standard_normal((n, 6, 5)).astype(dtype)
+    grad_out = rng.standard_normal((n, 6, 7)).astype(dtype)
+    serial = _run_layer(layer, x, grad_out)
+    monkeypatch.setattr(threads, "PARALLEL_KERNELS", True)
+    monkeypatch.setattr(_util, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_util, "get_num_threads", lambda: 4)
+    assert rnn._pieces(np.empty((6, n, 4 * 7))) == 3  # capped by rows per thread
+    threaded = _run_layer(layer, x, grad_out)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    for ours, reference in zip(threaded[:4], serial[:4]):
+        for a, b in zip(*(v if isinstance(v, tuple) else (v,) for v in (ours, reference))):
+            np.testing.assert_allclose(a, b, **tol)
+    for name, g in serial[4].items():
+        np.testing.assert_allclose(threaded[4][name], g, err_msg=name, **tol)
