@@ -141,3 +141,39 @@ def test_level_weight_schedule_and_classifier_levels():
     np.testing.assert_array_equal(coarse, h.parent[fine])  # greedy: consistent by construction
     rng = np.random.default_rng(1)
     assert_gradcheck(clf, rng.standard_normal((6, 5)), rng.integers(0, 12, 6))
+
+
+# --- the threaded class loop (where kernels share BLAS's threads) ---------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threaded_class_loop_matches_the_serial_one(dtype, monkeypatch):
+    """With kernels allowed threads, runs of class blocks of near-equal work go to the
+    threads (cpu/multilevel.py); the loss and every gradient stay the serial loop's."""
+    from tinyar.backend import threads
+    from tinyar.backend.cpu import _util, multilevel
+    m = head(60, 7, 9, dtype=dtype)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((50, 9)).astype(dtype)
+    t = rng.integers(0, 60, 50)
+
+    def run():
+        m.zero_grad()
+        loss = m(x, t)
+        dx = m.backward()
+        return loss, dx, {name: p.grad.copy() for name, p in m.named_parameters()}
+    serial = run()
+    monkeypatch.setattr(threads, "PARALLEL_KERNELS", True)
+    monkeypatch.setattr(_util, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_util, "get_num_threads", lambda: 3)
+    groups = m._cache[3][1]
+    offsets, size = multilevel._offsets(groups)
+    bounds = multilevel._split(groups, offsets, size, 9)
+    # at most one run per thread, none empty (a block bigger than a third of the
+    # work leaves fewer runs than threads)
+    assert bounds[0] == 0 and bounds[-1] == len(groups) and 3 <= len(bounds) <= 4
+    assert np.all(np.diff(bounds) > 0)
+    threaded = run()
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    assert threaded[0] == pytest.approx(serial[0], rel=tol["rtol"])
+    np.testing.assert_allclose(threaded[1], serial[1], **tol)
+    for name, g in serial[2].items():
+        np.testing.assert_allclose(threaded[2][name], g, err_msg=name, **tol)

@@ -18,15 +18,21 @@ passed as an argument (the same technique as the recurrent time loops in
         dH_g  = P_g W_g                    gemm
         db_g += sum_rows P_g
 
+Where kernels may share the BLAS's threads (MKL on GNU OpenMP,
+``backend/threads.py``), the class blocks are split into one run per thread
+of near-equal work (rows x labels); blocks share nothing, so the runs need no
+synchronisation. For the word LM (V = 10,000, C = 100, 1,120 rows of 256) the
+fine level went from 1.1 to 0.54 ms forward and from 2.0 to 0.90 ms backward.
+
 Where no BLAS can be called from compiled code, the same loops run in Python
 with NumPy products.
 """
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ._util import ERROR_MODEL, FASTMATH, contiguous
+from ._util import ERROR_MODEL, FASTMATH, contiguous, thread_chunks
 from .fastmath import fast_exp, maxnum
 from .blas import gemm_routine
 from .gemm import gemm_nn, gemm_nt, gemm_tn
@@ -34,6 +40,7 @@ from .gemm import gemm_nn, gemm_nt, gemm_tn
 __all__ = ["multilevel_fine_forward", "multilevel_fine_backward"]
 
 _KERNEL = dict(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+_THREADED = dict(_KERNEL, parallel=True)
 
 
 @njit(**_KERNEL)
@@ -59,25 +66,23 @@ def _softmax_rows_and_loss(z, bias, local, losses):
 
 
 @njit(**_KERNEL)
-def _forward_loop(gemm, h, weight, bias, groups, local, losses, probs):
-    offset = 0
-    for g in range(groups.shape[0]):
+def _forward_loop(gemm, h, weight, bias, groups, offsets, local, losses, probs, g0, g1):
+    """Class blocks g0:g1; block g's probabilities start at ``offsets[g]`` in ``probs``."""
+    for g in range(g0, g1):
         r0, r1, l0, l1 = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3]
         n, s = r1 - r0, l1 - l0
-        z = probs[offset:offset + n * s].reshape((n, s))
-        offset += n * s
+        z = probs[offsets[g]:offsets[g] + n * s].reshape((n, s))
         gemm_nt(gemm, h[r0:r1], weight[l0:l1], z, 0.0)
         _softmax_rows_and_loss(z, bias[l0:l1], local[r0:r1], losses[r0:r1])
 
 
 @njit(**_KERNEL)
-def _backward_loop(gemm, probs, h, weight, groups, local, scale, grad_weight, grad_bias, grad_h):
-    offset = 0
-    for g in range(groups.shape[0]):
+def _backward_loop(gemm, probs, h, weight, groups, offsets, local, scale, grad_weight,
+                   grad_bias, grad_h, g0, g1):
+    for g in range(g0, g1):
         r0, r1, l0, l1 = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3]
         n, s = r1 - r0, l1 - l0
-        dz = probs[offset:offset + n * s].reshape((n, s))
-        offset += n * s
+        dz = probs[offsets[g]:offsets[g] + n * s].reshape((n, s))
         for i in range(n):
             k = scale[r0 + i]
             row = dz[i]
@@ -90,21 +95,62 @@ def _backward_loop(gemm, probs, h, weight, groups, local, scale, grad_weight, gr
         gemm_nn(gemm, dz, weight[l0:l1], grad_h[r0:r1], 0.0)
 
 
+# Threaded: every class block writes its own rows of the outputs, its own labels'
+# rows of grad_weight and grad_bias, and its own stretch of probs, so the blocks
+# are split among the threads with nothing shared (``bounds``: the first block of
+# each thread's run, and the end). Inside the prange MKL runs single-threaded.
+@njit(**_THREADED)
+def _forward_threads(gemm, h, weight, bias, groups, offsets, local, losses, probs, bounds):
+    for p in prange(bounds.size - 1):
+        _forward_loop(gemm, h, weight, bias, groups, offsets, local, losses, probs, bounds[p],
+                      bounds[p + 1])
+
+
+@njit(**_THREADED)
+def _backward_threads(gemm, probs, h, weight, groups, offsets, local, scale, grad_weight,
+                      grad_bias, grad_h, bounds):
+    for p in prange(bounds.size - 1):
+        _backward_loop(gemm, probs, h, weight, groups, offsets, local, scale, grad_weight,
+                       grad_bias, grad_h, bounds[p], bounds[p + 1])
+
+
+def _offsets(groups):
+    """Where each class block's (rows x labels) probabilities start in the flat buffer,
+    and the buffer's size."""
+    sizes = (groups[:, 1] - groups[:, 0]) * (groups[:, 3] - groups[:, 2])
+    ends = np.cumsum(sizes)
+    return ends - sizes, int(ends[-1]) if ends.size else 0
+
+
+def _split(groups, offsets, size, width):
+    """Runs of class blocks of near-equal work (rows x labels), one per thread; a
+    single run where kernels stay serial or the work is small."""
+    pieces = thread_chunks(size * width, groups.shape[0])
+    if pieces == 1:
+        return None
+    # a block's work is its size; cut where the running total passes k/pieces of it
+    bounds = np.searchsorted(offsets, size * np.arange(1, pieces) / pieces)
+    return np.unique(np.concatenate([[0], bounds, [groups.shape[0]]])).astype(np.int64)
+
+
 def multilevel_fine_forward(h, weight, bias, groups, local, out_losses=None, out_probs=None):
     h, weight, bias = contiguous(h), contiguous(weight), contiguous(bias)
     groups, local = np.ascontiguousarray(groups, np.int64), np.ascontiguousarray(local, np.int64)
-    size = int(((groups[:, 1] - groups[:, 0]) * (groups[:, 3] - groups[:, 2])).sum())
+    offsets, size = _offsets(groups)
     losses = np.empty(h.shape[0], h.dtype) if out_losses is None else out_losses
     probs = np.empty(size, h.dtype) if out_probs is None or out_probs.size != size else out_probs
     gemm = gemm_routine(h.dtype)
-    if gemm is not None:
-        _forward_loop(gemm, h, weight, bias, groups, local, losses, probs)
+    bounds = _split(groups, offsets, size, h.shape[1])
+    if gemm is not None and bounds is not None:
+        _forward_threads(gemm, h, weight, bias, groups, offsets, local, losses, probs, bounds)
         return losses, probs
-    offset = 0
-    for r0, r1, l0, l1 in groups:
+    if gemm is not None:
+        _forward_loop(gemm, h, weight, bias, groups, offsets, local, losses, probs, 0,
+                      groups.shape[0])
+        return losses, probs
+    for (r0, r1, l0, l1), offset in zip(groups, offsets):
         n, s = r1 - r0, l1 - l0
         z = probs[offset:offset + n * s].reshape(n, s)
-        offset += n * s
         np.matmul(h[r0:r1], weight[l0:l1].T, out=z)
         _softmax_rows_and_loss(z, bias[l0:l1], local[r0:r1], losses[r0:r1])
     return losses, probs
@@ -117,15 +163,19 @@ def multilevel_fine_backward(probs, h, weight, groups, local, scale, grad_weight
     groups, local = np.ascontiguousarray(groups, np.int64), np.ascontiguousarray(local, np.int64)
     scale = np.broadcast_to(np.asarray(scale, h.dtype), (h.shape[0],)).copy()
     gemm = gemm_routine(h.dtype)
-    if gemm is not None:
-        _backward_loop(gemm, probs, h, weight, groups, local, scale, grad_weight, grad_bias,
-                       grad_h)
+    offsets, size = _offsets(groups)
+    bounds = _split(groups, offsets, size, h.shape[1])
+    if gemm is not None and bounds is not None:
+        _backward_threads(gemm, probs, h, weight, groups, offsets, local, scale, grad_weight,
+                          grad_bias, grad_h, bounds)
         return grad_weight, grad_bias, grad_h
-    offset = 0
-    for r0, r1, l0, l1 in groups:
+    if gemm is not None:
+        _backward_loop(gemm, probs, h, weight, groups, offsets, local, scale, grad_weight,
+                       grad_bias, grad_h, 0, groups.shape[0])
+        return grad_weight, grad_bias, grad_h
+    for (r0, r1, l0, l1), offset in zip(groups, offsets):
         n, s = r1 - r0, l1 - l0
         dz = probs[offset:offset + n * s].reshape(n, s)
-        offset += n * s
         dz *= scale[r0:r1, None]
         dz[np.arange(n), local[r0:r1]] -= scale[r0:r1]
         grad_bias[l0:l1] += dz.sum(axis=0)
