@@ -182,3 +182,22 @@ def test_any_buffer_size(n, on_threads, seed):
                                                      decoupled_weight_decay=True))
     finally:
         cpu_optim.PARALLEL_MIN_SIZE = old
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 1031])
+@pytest.mark.parametrize("on_threads", [False, True])
+def test_zero_clears_every_element(n, on_threads, monkeypatch):
+    """zero_ (``zero_grad``): every element, on one thread and, where kernels may share
+    the BLAS's threads, on several (chunks that come out empty included)."""
+    from tinyar.backend import threads
+    from tinyar.backend.cpu import _util
+    if on_threads:
+        monkeypatch.setattr(threads, "PARALLEL_KERNELS", True)
+        monkeypatch.setattr(_util, "PARALLEL_MIN_ELEMENTS", 0)
+        monkeypatch.setattr(_util, "get_num_threads", lambda: 3)
+    for dtype in DTYPES:
+        x = np.full(n, np.nan, dtype)
+        cpu_optim.zero_(x)
+        np.testing.assert_array_equal(x, np.zeros(n, dtype))
+    with pytest.raises(ValueError, match="zero_"):
+        cpu_optim.zero_(np.zeros(10)[::2])

@@ -175,7 +175,9 @@ class Module:
 
     def zero_grad(self):
         """Set every gradient to zero: one fill of the flat gradient buffer."""
-        self.flat_parameters().grad[:] = 0  # (device arrays have no .fill)
+        from ..backend import backend_of
+        grad = self.flat_parameters().grad
+        backend_of(grad).zero_(grad)
         return self
 
     def to(self, target):

@@ -74,7 +74,7 @@ class Optimizer:
     def zero_grad(self):
         """Set every gradient to zero: one fill of the flat gradient buffer."""
         self._check_still_packed()
-        self._grad[:] = 0  # (device arrays have no .fill)
+        self._backend.zero_(self._grad)
 
     def step(self, closure=None):
         """Update every parameter from its ``.grad``: one kernel call over the flat buffer.

@@ -31,10 +31,10 @@ from numba import get_num_threads, njit, prange
 
 from ...errors import DTypeError, ShapeError
 from ..ops.optim import used_state
-from ._util import FASTMATH, as_float, contiguous, flat
+from ._util import FASTMATH, as_float, contiguous, flat, thread_chunks
 
-__all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "scale_",
-           "clamp_"]
+__all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "zero_",
+           "scale_", "clamp_"]
 
 # Buffers smaller than this are swept by one thread. Measured on the 2-core
 # development machine: one thread runs Adam over 669,706 float32 in 0.37 ms
@@ -268,6 +268,33 @@ def sum_of_squares(x):
     if x.size < PARALLEL_MIN_SIZE_ONE_ARRAY:
         return x.dtype.type(_sum_of_squares(x))
     return x.dtype.type(_sum_of_squares_threads(get_num_threads(), x))
+
+
+@njit(**_KERNEL)
+def _zero(x):
+    for i in range(x.size):
+        x[i] = 0
+
+
+@njit(**_THREADED)
+def _zero_threads(chunks, x):
+    for c in prange(chunks):
+        lo, hi = _chunk(c, chunks, x.size)
+        _zero(x[lo:hi])
+
+
+def zero_(x):
+    """x = 0, in place: ``zero_grad``. Clearing a word LM's 5.7 million float32
+    gradients, out of cache as they are by then, took 2.3 ms with NumPy's fill,
+    1.3-1.5 ms with this loop on one thread and 0.9 ms on two, where kernels
+    share the BLAS's threads (on the workqueue layer two threads were slower
+    than one: 1.7 ms)."""
+    (x,) = _flat_buffers("zero_", x=x)
+    chunks = thread_chunks(x.size, x.size)
+    if chunks == 1:
+        _zero(x)
+    else:
+        _zero_threads(chunks, x)
 
 
 @njit(**_KERNEL)

@@ -23,8 +23,8 @@ from ..ops.optim import used_state
 from ._util import (THREADS, as_float, block_sum, blocks_for, device_empty, fill, flat, launch,
                     launch_flat, scratch, contiguous)
 
-__all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "scale_",
-           "clamp_"]
+__all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "zero_",
+           "scale_", "clamp_"]
 
 
 @cuda.jit(device=True)
@@ -189,6 +189,18 @@ def sum_of_squares(x):
     if x.size:
         launch(_sum_of_squares, blocks_for(x.size), THREADS, x, total)
     return x.dtype.type(total.copy_to_host()[0])
+
+
+@cuda.jit
+def _zero(x):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        x[i] = 0
+
+
+def zero_(x):
+    """x = 0, in place (``zero_grad``)."""
+    (x,) = _flat_buffers("zero_", x=x)
+    launch_flat(_zero, x.size, x)
 
 
 @cuda.jit

@@ -154,6 +154,13 @@ def sum_of_squares(x):
 
 
 @op("x: (N,) flat buffer; updates x",
+    example=lambda rng, dtype: dict(x=_flat(rng, dtype)), inplace=("x",), contiguous=("x",))
+def zero_(x):
+    """x = 0 (``zero_grad``: one fill of the flat gradient buffer)."""
+    return np.zeros_like(x)
+
+
+@op("x: (N,) flat buffer; updates x",
     example=lambda rng, dtype: dict(x=_flat(rng, dtype), alpha=0.37), inplace=("x",),
     contiguous=("x",))
 def scale_(x, alpha):
