@@ -1,20 +1,23 @@
 """How Numba's threads and the BLAS threads share the cores: decided once, here.
 
-Measured on the 2-core development machines (see ../shared/NUMBA_NOTES.md and
-``benchmarks/bench_threads.py``): with Numba's default OpenMP threading layer,
-a ``prange`` kernel called between two OpenBLAS matrix products made the pair
-about 16x slower (7.7 ms instead of 0.48 ms), because the OpenMP workers spin
-after the kernel and steal the cores the BLAS threads need. Two pools of
-threads on the same cores fight; one pool does not. So the policy depends on
+Measured on the 2-core development machines (see ../shared/NUMBA_NOTES.md;
+``benchmarks/bench_threads.py`` times the kernels serial against threaded):
+with Numba's default OpenMP threading layer, a ``prange`` kernel called
+between two OpenBLAS matrix products made the pair about 16x slower (7.7 ms
+instead of 0.48 ms), because the OpenMP workers spin after the kernel and
+steal the cores the BLAS threads need. Two pools of threads on the same cores
+fight; one pool does not. So the policy depends on
 the BLAS (``cpu/blas.py``):
 
 With MKL (the ``mkl`` extra), one pool: MKL is told to run on GNU OpenMP
 (``MKL_THREADING_LAYER=GNU``) and Numba on its ``omp`` layer, the same
 libgomp, so a matrix product and a ``prange`` kernel use the same threads one
 after the other. Then the kernels that sweep megabytes between two products
-run on every core too (``PARALLEL_KERNELS``: the max-pool, the optimizers),
-as PyTorch's do: LeNet's step went from 11.2 to 9.8 ms, and with the workqueue
-layer the same parallel max-pool gained nothing. Caveat: GNU OpenMP is not
+run on every core too (``PARALLEL_KERNELS``: the max-pool, the copies around
+the convolution products, the recurrent time loops, the multi-level softmax's
+class loop, ``zero_grad``), as PyTorch's do: LeNet's step went from 11.2 to
+9.8 ms and the word LM's from 25.4 to 21.8 ms; with the workqueue layer the
+same kernels gained nothing or lost. Caveat: GNU OpenMP is not
 fork-safe; a program that forks (``multiprocessing`` with the ``fork`` start
 method) after tinyar has run should set ``NUMBA_THREADING_LAYER=workqueue``.
 

@@ -20,9 +20,10 @@ Design choices, measured on the 2-core development machine (Xeon, AVX-512;
   all T steps in one ``@njit`` call: Numba calls the BLAS ``gemm`` through a
   ctypes function pointer passed as an argument (``blas.py`` finds it,
   ``gemm.py`` wraps the calls; as an argument, not a global, it is looked up
-  at run time and the kernel can be cached). Versus a Python loop calling NumPy and the kernels, this saves
-  ~10 us per step, ~1.5 ms per layer and direction. Without a BLAS that
-  Numba can call, the same loop runs in Python (``matmul``).
+  at run time and the kernel can be cached). Versus a Python loop calling
+  NumPy and the kernels, this saves ~10 us per step, ~1.5 ms per layer and
+  direction. Without a BLAS that Numba can call, the same loop runs in
+  Python (``matmul``).
 * **Time-major buffers.** A layer keeps (T, N, G*H) and (T+1, N, H) arrays,
   so the slice of step t is one contiguous (N, G*H) block that BLAS reads and
   writes in place, and the same buffers reshape to (T*N, ...) matrices for
