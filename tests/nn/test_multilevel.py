@@ -139,8 +139,24 @@ def test_level_weight_schedule_and_classifier_levels():
         np.testing.assert_array_equal(fine, clf.predict(x, decode))
     coarse, fine = clf.predict_levels(x, "greedy")
     np.testing.assert_array_equal(coarse, h.parent[fine])  # greedy: consistent by construction
+    with pytest.raises(ValueError, match="decode must be"):
+        clf.predict_levels(x, "beam")
     rng = np.random.default_rng(1)
     assert_gradcheck(clf, rng.standard_normal((6, 5)), rng.integers(0, 12, 6))
+
+
+@pytest.mark.parametrize("decode", ["joint", "greedy"])
+def test_predict_levels_computes_the_coarse_level_once(decode, monkeypatch):
+    from tinyar.nn.multilevel import MultiLevelClassifier
+    clf = MultiLevelClassifier(5, ClassHierarchy.from_counts(np.arange(1, 13), 4)).double()
+    x = np.random.default_rng(2).standard_normal((7, 5))
+    expected = clf.predict(x, decode)
+    calls = []
+    original = clf.coarse_log_prob
+    monkeypatch.setattr(clf, "coarse_log_prob", lambda h: calls.append(1) or original(h))
+    _, fine = clf.predict_levels(x, decode)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(fine, expected)
 
 
 # --- the threaded class loop (where kernels share BLAS's threads) ---------------------

@@ -183,7 +183,10 @@ class MultiLevelSoftmax(Module):
         Costs O(H V) per row, like a flat softmax: for evaluation and
         inspection, not for training.
         """
-        coarse = self.coarse_log_prob(h)
+        return self._log_prob(h, self.coarse_log_prob(h))
+
+    def _log_prob(self, h, coarse):
+        """``log_prob`` given the coarse level's log-probabilities (M, C)."""
         if not isinstance(coarse, np.ndarray):
             return self._device_log_prob(h, coarse)
         out = np.empty((h.shape[0], self.num_labels), coarse.dtype)
@@ -214,11 +217,18 @@ class MultiLevelSoftmax(Module):
         ``greedy``: the most likely class, then the most likely label in it
         (cheaper, O(H (C + |c|)), and not always the joint argmax).
         """
-        if decode == "joint":
-            return to_host(self.log_prob(h)).argmax(axis=1)
-        if decode != "greedy":
+        self._check_decode(decode)
+        return self._predict(h, self.coarse_log_prob(h), decode)
+
+    def _check_decode(self, decode):
+        if decode not in ("joint", "greedy"):
             raise ValueError(f"{describe(self)}: decode must be 'joint' or 'greedy', got {decode!r}")
-        classes = to_host(self.coarse_log_prob(h)).argmax(axis=1)
+
+    def _predict(self, h, coarse, decode):
+        """``predict`` given the coarse level's log-probabilities (M, C)."""
+        if decode == "joint":
+            return to_host(self._log_prob(h, coarse)).argmax(axis=1)
+        classes = to_host(coarse).argmax(axis=1)
         out = np.empty(h.shape[0], np.int64)
         for c in np.unique(classes):
             rows = np.flatnonzero(classes == c)
@@ -311,6 +321,9 @@ class MultiLevelClassifier(MultiLevelSoftmax):
         return self.level_weights
 
     def predict_levels(self, h, decode="joint"):
-        """(coarse, fine) predictions as host int64 arrays: (M,) each."""
-        coarse = to_host(self.coarse_log_prob(h)).argmax(axis=1)
-        return coarse, np.asarray(to_host(self.predict(h, decode)), np.int64)
+        """(coarse, fine) predictions as host int64 arrays: (M,) each; the coarse level
+        is computed once for both."""
+        self._check_decode(decode)
+        coarse = self.coarse_log_prob(h)
+        fine = self._predict(h, coarse, decode)
+        return to_host(coarse).argmax(axis=1), np.asarray(to_host(fine), np.int64)
