@@ -37,3 +37,36 @@ def test_gemm_accumulate_adds_in_place():
     expected = out + a @ b
     if blas.gemm_accumulate(a.T.copy().T, b, out):  # a as a transposed (F-ordered) view
         np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def _train_a_little():
+    """A few threaded things: an MKL-sized product, the recurrent loop on row blocks,
+    zero_grad and Adam over a buffer big enough for the optimizer's threads."""
+    from tinyar.nn import LSTM
+    from tinyar.optim import Adam
+    tinyar.manual_seed(0)
+    layer = LSTM(64, 64)
+    big = tinyar.nn.Linear(1024, 1100)  # 1.1 M parameters: the optimizers' threaded sweep
+    optimizer = Adam(list(layer.parameters()) + list(big.parameters()))
+    x = np.ones((32, 40, 64), np.float32)
+    out, _ = layer(x)
+    optimizer.zero_grad()
+    layer.backward(np.ones_like(out))
+    optimizer.step()
+    a, product = np.ones((512, 512), np.float32), np.zeros((512, 512), np.float32)
+    done = blas.gemm(a, a, product)  # False (nothing done) where no BLAS is loaded
+    return (float(out.sum()), threads.THREADS_USABLE, threads.PARALLEL_KERNELS,
+            not done or bool(np.all(product == 512)))
+
+
+def test_a_forked_child_trains_instead_of_hanging():
+    """GNU OpenMP (MKL's, and Numba's omp layer) is not fork-safe: a forked child runs
+    serially (threads.py); on the workqueue layer beside OpenBLAS it keeps its threads."""
+    import multiprocessing
+    parent = _train_a_little()  # the parent's threads have run
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_train_a_little).get(timeout=120)
+    assert child[0] == parent[0] and child[3]
+    openmp = blas.mkl_threading() == "gnu" or threads.THREADING_LAYER == "omp"
+    assert child[1] is not openmp and child[2] is False
+    assert threads.THREADS_USABLE  # the parent is untouched

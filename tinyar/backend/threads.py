@@ -17,9 +17,17 @@ run on every core too (``PARALLEL_KERNELS``: the max-pool, the copies around
 the convolution products, the recurrent time loops, the multi-level softmax's
 class loop, ``zero_grad``), as PyTorch's do: LeNet's step went from 11.2 to
 9.8 ms and the word LM's from 25.4 to 21.8 ms; with the workqueue layer the
-same kernels gained nothing or lost. Caveat: GNU OpenMP is not
-fork-safe; a program that forks (``multiprocessing`` with the ``fork`` start
-method) after tinyar has run should set ``NUMBA_THREADING_LAYER=workqueue``.
+same kernels gained nothing or lost.
+
+GNU OpenMP is not fork-safe: in a child forked (``multiprocessing``'s
+``fork`` start method, the default on Linux before Python 3.14) after the
+parent used its threads, MKL's next threaded product hangs and Numba's next
+``prange`` kernel kills the process ("fork() called from a process already
+using GNU OpenMP"). So such a child runs serially: a fork handler sets
+``THREADS_USABLE`` and ``PARALLEL_KERNELS`` to False there and MKL to one
+thread (``tests/backend/test_threads.py`` forks a child that trains a step).
+The ``spawn`` and ``forkserver`` start methods start fresh processes and keep
+every core.
 
 With NumPy's OpenBLAS (the default install), OpenBLAS keeps its own pthreads:
 
@@ -45,6 +53,9 @@ import numba
 
 THREADING_LAYER = "workqueue"  # decided by configure()
 PARALLEL_KERNELS = False  # whether kernels between products may use every core
+# whether any kernel may start Numba's threads (the optimizers' sweeps over large
+# buffers do on either layer); False in a child forked from an OpenMP process
+THREADS_USABLE = True
 
 
 def configure() -> None:
@@ -59,6 +70,17 @@ def configure() -> None:
         numba.config.THREADING_LAYER = THREADING_LAYER
     if os.environ.get("TINYAR_BLAS_THREADS"):
         set_blas_threads(int(os.environ["TINYAR_BLAS_THREADS"]))
+    if one_pool or THREADING_LAYER == "omp":
+        os.register_at_fork(after_in_child=_serial_after_fork)
+
+
+def _serial_after_fork():
+    """In a forked child of a process that may have started GNU OpenMP's threads:
+    serial kernels and a single-threaded BLAS (see the module docstring)."""
+    global PARALLEL_KERNELS, THREADS_USABLE
+    PARALLEL_KERNELS = False
+    THREADS_USABLE = False
+    set_blas_threads(1)
 
 
 def get_blas_threads():

@@ -30,6 +30,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from ...errors import DTypeError, ShapeError
+from .. import threads
 from ..ops.optim import used_state
 from ._util import FASTMATH, as_float, contiguous, flat, thread_chunks
 
@@ -265,7 +266,7 @@ def _sum_of_squares_threads(chunks, x):
 def sum_of_squares(x):
     """sum x_i^2, accumulated in float64, as a scalar of x's dtype (as torch's norm is)."""
     x = flat(contiguous(x))
-    if x.size < PARALLEL_MIN_SIZE_ONE_ARRAY:
+    if x.size < PARALLEL_MIN_SIZE_ONE_ARRAY or not threads.THREADS_USABLE:
         return x.dtype.type(_sum_of_squares(x))
     return x.dtype.type(_sum_of_squares_threads(get_num_threads(), x))
 
@@ -342,12 +343,13 @@ def clamp_(x, low, high):
 
 
 # --- helpers ------------------------------------------------------------------
-def _launch(one_thread, threads, min_size, x, *args):
-    """One sweep over buffer ``x`` (and the rest): on one thread when small, else on all."""
-    if x.size < min_size:
+def _launch(one_thread, on_threads, min_size, x, *args):
+    """One sweep over buffer ``x`` (and the rest): on one thread when small (or where
+    threads cannot start, ``backend/threads.py``), else on all."""
+    if x.size < min_size or not threads.THREADS_USABLE:
         one_thread(x, *args)
     else:
-        threads(get_num_threads(), x, *args)
+        on_threads(get_num_threads(), x, *args)
 
 
 def _scalars_like(x):
