@@ -29,9 +29,8 @@ import math
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from ...errors import DTypeError, ShapeError
 from .. import threads
-from ..ops.optim import used_state
+from ..ops.optim import BufferRules, flat_buffers, used_state
 from ._util import FASTMATH, as_float, contiguous, flat, thread_chunks
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "zero_",
@@ -357,32 +356,11 @@ def _scalars_like(x):
     return lambda *values: [as_float(v, x) for v in values]
 
 
-def _flat_buffers(op, **arrays):
-    """1-D views of the buffers of one op; they must be C-contiguous and alike.
+_RULES = BufferRules(kind="a NumPy array", is_array=lambda a: isinstance(a, np.ndarray),
+                     is_c_contiguous=lambda a: a.flags.c_contiguous, contiguous=contiguous,
+                     flat=flat, unused=lambda dtype: np.empty(0, dtype))
 
-    The buffers an op updates must be contiguous already (a copy would be
-    updated instead; ``grad``, only read, may be copied). ``None`` stands for
-    state these settings do not use: the kernel gets an empty array that it
-    never reads.
-    """
-    first_name, first = next(iter(arrays.items()))
-    out = []
-    for name, a in arrays.items():
-        if a is None and name != first_name:
-            out.append(np.empty(0, first.dtype))
-            continue
-        if not isinstance(a, np.ndarray):
-            raise DTypeError(f"{op}: expected {name} as a NumPy array, got {type(a).__name__}")
-        if a.dtype != first.dtype or not np.issubdtype(a.dtype, np.floating):
-            raise DTypeError(f"{op}: expected {name} of dtype {first.dtype.name} (like "
-                             f"{first_name}), got {a.dtype.name}")
-        if a.size != first.size:
-            raise ShapeError(f"{op}: expected {name} with {first.size} elements (like "
-                             f"{first_name}), got shape {a.shape}")
-        if name == "grad":
-            a = contiguous(a)
-        elif not a.flags.c_contiguous:
-            raise ShapeError(f"{op}: {name} is updated in place and must be C-contiguous (a flat "
-                             f"buffer), got a strided array of shape {a.shape}")
-        out.append(flat(a))
-    return out
+
+def _flat_buffers(op, **arrays):
+    """1-D views of one op's buffers, checked (``ops/optim.py``'s ``flat_buffers``)."""
+    return flat_buffers(op, _RULES, **arrays)

@@ -18,8 +18,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from ...errors import DTypeError, ShapeError
-from ..ops.optim import used_state
+from ..ops.optim import BufferRules, flat_buffers, used_state
 from ._util import (THREADS, as_float, block_sum, blocks_for, device_empty, fill, flat, launch,
                     launch_flat, scratch, contiguous)
 
@@ -238,33 +237,13 @@ def _scalars_like(x):
     return lambda *values: [as_float(v, x) for v in values]
 
 
-def _flat_buffers(op, **arrays):
-    """1-D views of the device buffers of one op; they must be C-contiguous and alike.
+_RULES = BufferRules(kind="a CUDA device array",
+                     is_array=lambda a: hasattr(a, "__cuda_array_interface__")
+                     and not isinstance(a, np.ndarray),
+                     is_c_contiguous=lambda a: a.is_c_contiguous(), contiguous=contiguous,
+                     flat=flat, unused=scratch)
 
-    The buffers an op updates must be contiguous already (a copy would be
-    updated instead; ``grad``, only read, may be copied). ``None`` stands for
-    state these settings do not use: the kernel gets an empty array that it
-    never reads.
-    """
-    first_name, first = next(iter(arrays.items()))
-    out = []
-    for name, a in arrays.items():
-        if a is None and name != first_name:
-            out.append(scratch(first.dtype))
-            continue
-        if not hasattr(a, "__cuda_array_interface__") or isinstance(a, np.ndarray):
-            raise DTypeError(f"{op}: expected {name} as a CUDA device array, got "
-                             f"{type(a).__name__}")
-        if a.dtype != first.dtype or not np.issubdtype(a.dtype, np.floating):
-            raise DTypeError(f"{op}: expected {name} of dtype {first.dtype.name} (like "
-                             f"{first_name}), got {a.dtype.name}")
-        if a.size != first.size:
-            raise ShapeError(f"{op}: expected {name} with {first.size} elements (like "
-                             f"{first_name}), got shape {tuple(a.shape)}")
-        if name == "grad":
-            a = contiguous(a)
-        elif not a.is_c_contiguous():
-            raise ShapeError(f"{op}: {name} is updated in place and must be C-contiguous (a flat "
-                             f"buffer), got a strided array of shape {tuple(a.shape)}")
-        out.append(flat(a))
-    return out
+
+def _flat_buffers(op, **arrays):
+    """1-D views of one op's device buffers, checked (``ops/optim.py``'s ``flat_buffers``)."""
+    return flat_buffers(op, _RULES, **arrays)

@@ -26,9 +26,12 @@ for one step ``t`` (counted from 1), with ``g`` the gradient:
 Each reference returns the new values of the arrays the op updates in place,
 in the order of ``inplace``.
 """
+from typing import Callable, NamedTuple
+
 import numpy as np
 
 from . import op
+from ...errors import DTypeError, ShapeError
 
 
 # --- shared by the backends' optimizer ops ----------------------------------------
@@ -39,6 +42,48 @@ def used_state(op_name, array, needed, what):
     if array is None:
         raise ValueError(f"{op_name}: {what} is needed with these settings, got None")
     return array
+
+
+class BufferRules(NamedTuple):
+    """What ``flat_buffers`` needs to know about one backend's arrays."""
+    kind: str  # "a NumPy array", in error messages
+    is_array: Callable  # a -> whether a is this backend's array
+    is_c_contiguous: Callable
+    contiguous: Callable  # a -> a C-contiguous array with a's values (a itself when it is)
+    flat: Callable  # contiguous a -> a 1-D view
+    unused: Callable  # dtype -> a placeholder for state these settings do not read
+
+
+def flat_buffers(op_name, rules, **arrays):
+    """1-D views of the buffers of one optimizer op; they must be C-contiguous and alike.
+
+    The buffers an op updates must be contiguous already (a copy would be
+    updated instead; ``grad``, only read, may be copied). ``None`` stands for
+    state these settings do not use: the kernel gets a placeholder that it
+    never reads.
+    """
+    first_name, first = next(iter(arrays.items()))
+    out = []
+    for name, a in arrays.items():
+        if a is None and name != first_name:
+            out.append(rules.unused(first.dtype))
+            continue
+        if not rules.is_array(a):
+            raise DTypeError(f"{op_name}: expected {name} as {rules.kind}, got "
+                             f"{type(a).__name__}")
+        if a.dtype != first.dtype or not np.issubdtype(a.dtype, np.floating):
+            raise DTypeError(f"{op_name}: expected {name} of dtype {first.dtype.name} (like "
+                             f"{first_name}), got {a.dtype.name}")
+        if a.size != first.size:
+            raise ShapeError(f"{op_name}: expected {name} with {first.size} elements (like "
+                             f"{first_name}), got shape {tuple(a.shape)}")
+        if name == "grad":
+            a = rules.contiguous(a)
+        elif not rules.is_c_contiguous(a):
+            raise ShapeError(f"{op_name}: {name} is updated in place and must be C-contiguous "
+                             f"(a flat buffer), got a strided array of shape {tuple(a.shape)}")
+        out.append(rules.flat(a))
+    return out
 
 
 _FLAT = 257  # an odd size, so that vectorised loops have a remainder
