@@ -20,16 +20,19 @@ class ProgressBar:
 
     ``unit`` names what is counted (steps, tokens); ``rate_scale`` converts one
     update unit into another for the rate display (e.g. tokens per step).
+    ``initial`` is where a resumed run starts counting: the bar shows it done,
+    and the rate and the ETA count only the work of this process.
     """
 
     def __init__(self, total, desc="", unit="it", file=None, width=24, rate_unit=None,
-                 rate_scale=1.0, disable=False):
+                 rate_scale=1.0, disable=False, initial=0):
         # total=None: a count with a rate but no percentage or ETA
         self.total, self.desc, self.unit = (int(total) if total else None), desc, unit
         self.file = file or sys.stderr
         self.width = width
         self.rate_unit, self.rate_scale = rate_unit or unit, rate_scale
-        self.count, self.metrics = 0, {}
+        self.initial = int(initial)
+        self.count, self.metrics = self.initial, {}
         self.start = time.perf_counter()
         self.tty = hasattr(self.file, "isatty") and self.file.isatty()
         self.disable = disable
@@ -51,7 +54,8 @@ class ProgressBar:
     def line(self, now=None):
         now = now or time.perf_counter()
         elapsed = now - self.start
-        rate = self.count * self.rate_scale / elapsed if elapsed > 0 else 0.0
+        done_here = self.count - self.initial
+        rate = done_here * self.rate_scale / elapsed if elapsed > 0 else 0.0
         metrics = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in self.metrics.items())
         if not self.total:
@@ -60,7 +64,7 @@ class ProgressBar:
         frac = min(self.count / self.total, 1.0) if self.total else 1.0
         filled = int(frac * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
-        eta = (self.total - self.count) * elapsed / self.count if self.count else 0.0
+        eta = (self.total - self.count) * elapsed / done_here if done_here > 0 else 0.0
         return (f"{self.desc} {frac * 100:3.0f}% |{bar}| {self.count}/{self.total} "
                 f"[{_fmt_time(elapsed)}<{_fmt_time(eta)}, {rate:,.1f} {self.rate_unit}/s] "
                 f"{metrics}").rstrip()

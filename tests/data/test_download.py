@@ -109,3 +109,17 @@ def test_progress_bar_with_total_in_a_log_prints_every_tenth():
             bar.update(1, loss=0.5)
     lines = out.getvalue().splitlines()
     assert len(lines) == 11 and lines[-1].startswith("train 100% |") and "loss=0.5" in lines[-1]
+
+
+def test_progress_bar_of_a_resumed_run_rates_only_this_process(monkeypatch):
+    """A run resumed at step 600 of 1,000: the bar starts at 60 %, and the rate and the
+    ETA come from the steps done since the resume, not from all 600."""
+    from tinyar import progress
+    clock = iter([100.0, 110.0])  # the bar starts at t=100; 10 s later it is drawn
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    bar = progress.ProgressBar(1000, "train", unit="step", rate_unit="tok", rate_scale=32,
+                               file=io.StringIO(), initial=600)
+    assert bar.line(100.0).startswith("train  60% |")
+    bar.count = 700  # 100 steps of 32 tokens in 10 s: 320 tok/s, 300 steps left: 30 s
+    line = bar.line(110.0)
+    assert "700/1000 [00:10<00:30, 320.0 tok/s]" in line, line

@@ -229,8 +229,7 @@ def train_lm(config: LMConfig, resume=None, steps=None, quiet=False):
     tokens_per_step = config.batch * config.bptt
     state, position = None, progress["position"]
     bar = ProgressBar(steps, "train", unit="step", rate_unit="tok", rate_scale=tokens_per_step,
-                      disable=quiet)
-    bar.count = progress["step"]
+                      disable=quiet, initial=progress["step"])
     started = time.perf_counter() - progress["seconds"]
     try:
         for step in range(progress["step"], steps):
