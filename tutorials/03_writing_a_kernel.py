@@ -152,10 +152,15 @@ def lstm_cell_libm(gates, c_prev, h, c):
 #   kernel sources, so that editing any kernel file starts a fresh cache: see
 #   `tinyar/backend/cpu/cache.py`.)
 # * **A serial loop.** Numba can run a loop on several threads (`parallel=True`,
-#   `prange`), but tinyar's layer kernels stay serial on purpose: the matrix
-#   products around them already use every core through BLAS, and starting
-#   threads costs tens of microseconds, more than a step of a small layer takes
-#   (`tinyar/backend/threads.py` has the measurements).
+#   `prange`), but this kernel is serial, and so are most of tinyar's, on
+#   purpose: the matrix products around them already use every core through
+#   BLAS, and two pools of threads on the same cores fight (a kernel next to an
+#   OpenBLAS product ran 16x slower). Only where the BLAS and Numba share one
+#   pool (MKL on GNU OpenMP, the `mkl` extra) do the big sweeps get a threaded
+#   twin: the same loop over a range of rows, called once per thread from a
+#   `prange`. The recurrent layers split the batch that way, each thread
+#   running the whole time loop of its rows (`tinyar/backend/threads.py` has the
+#   policy and the measurements, `tinyar/backend/cpu/rnn.py` the split).
 # * **`fastmath=FASTMATH`** lets LLVM reorder additions, fuse multiply-adds and
 #   use SIMD instructions. tinyar's set (`tinyar/backend/cpu/_util.py`) leaves out
 #   the flags that assume no NaN or infinity can occur: a NaN loss must stay NaN

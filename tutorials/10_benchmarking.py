@@ -174,9 +174,12 @@ def interleaved(steps, warmup=3, repeats=15, rounds=3):
 # But on a small machine that is doing something else too, or for small
 # matrices, threads that wait for each other can make every product *much*
 # slower (OpenBLAS's threads spin while they wait for their partners; when a
-# partner has no core to run on, everyone waits). tinyar's own kernels are serial
-# (`tinyar/backend/threads.py` explains the policy); its matrix products use
-# BLAS's threads.
+# partner has no core to run on, everyone waits). Two pools of threads on the same
+# cores are the worst case, so tinyar keeps one: beside NumPy's OpenBLAS its own
+# kernels are serial and the matrix products use BLAS's threads; with MKL (the
+# `mkl` extra) MKL and Numba share GNU OpenMP's threads, and the kernels between
+# the products run on every core too (`tinyar/backend/threads.py` explains the
+# policy; `benchmarks/bench_threads.py` times the kernels both ways).
 #
 # `tinyar.backend.threads.set_blas_threads(n)` sets the number of BLAS threads
 # while the program runs (`TINYAR_BLAS_THREADS=n` in the environment does it at
