@@ -193,3 +193,19 @@ def test_threaded_class_loop_matches_the_serial_one(dtype, monkeypatch):
     np.testing.assert_allclose(threaded[1], serial[1], **tol)
     for name, g in serial[2].items():
         np.testing.assert_allclose(threaded[2][name], g, err_msg=name, **tol)
+
+
+def test_one_dominant_class_block_stays_on_the_serial_loop(monkeypatch):
+    """A split into a single run would put every product on one thread; the serial loop,
+    whose products the BLAS threads, runs it instead."""
+    from tinyar.backend import threads
+    from tinyar.backend.cpu import _util, multilevel
+    monkeypatch.setattr(threads, "PARALLEL_KERNELS", True)
+    monkeypatch.setattr(_util, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_util, "get_num_threads", lambda: 2)
+    groups = np.array([[0, 90, 0, 50], [90, 91, 50, 53]])  # 4,500 of 4,503 elements
+    offsets, size = multilevel._offsets(groups)
+    assert multilevel._split(groups, offsets, size, 8) is None
+    groups = np.array([[0, 40, 0, 50], [40, 80, 50, 100]])
+    offsets, size = multilevel._offsets(groups)
+    np.testing.assert_array_equal(multilevel._split(groups, offsets, size, 8), [0, 1, 2])

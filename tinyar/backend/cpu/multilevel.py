@@ -130,7 +130,12 @@ def _split(groups, offsets, size, width):
         return None
     # a block's work is its size; cut where the running total passes k/pieces of it
     bounds = np.searchsorted(offsets, size * np.arange(1, pieces) / pieces)
-    return np.unique(np.concatenate([[0], bounds, [groups.shape[0]]])).astype(np.int64)
+    bounds = np.unique(np.concatenate([[0], bounds, [groups.shape[0]]])).astype(np.int64)
+    # runs far from even (a block holding most of the work) are better left to the
+    # serial loop, where the BLAS threads each product
+    runs = bounds.size - 1
+    work = np.diff(np.append(offsets, size)[bounds])
+    return bounds if runs > 1 and work.max() <= 1.5 * size / runs else None
 
 
 def multilevel_fine_forward(h, weight, bias, groups, local, out_losses=None, out_probs=None):
