@@ -6,8 +6,7 @@ with Numba's default OpenMP threading layer, a ``prange`` kernel called
 between two OpenBLAS matrix products made the pair about 16x slower (7.7 ms
 instead of 0.48 ms), because the OpenMP workers spin after the kernel and
 steal the cores the BLAS threads need. Two pools of threads on the same cores
-fight; one pool does not. So the policy depends on
-the BLAS (``cpu/blas.py``):
+fight; one pool does not. So the policy depends on the BLAS (``cpu/blas.py``):
 
 With MKL (the ``mkl`` extra), one pool: MKL is told to run on GNU OpenMP
 (``MKL_THREADING_LAYER=GNU``) and Numba on its ``omp`` layer, the same
