@@ -541,3 +541,28 @@ def test_threaded_time_loop_matches_the_serial_one(kind, dtype, monkeypatch):
             np.testing.assert_allclose(a, b, **tol)
     for name, g in serial[4].items():
         np.testing.assert_allclose(threaded[4][name], g, err_msg=name, **tol)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_recurrent_weight_copied_or_read_transposed_gives_the_same_results(kind, monkeypatch):
+    """Long sequences multiply by a contiguous copy of W_hh^T, short ones (generation) by
+    W_hh read transposed (cpu/rnn.py, COPY_MIN_STEPS): both give the same outputs and
+    gradients, in the compiled loop and in the Python one (no BLAS pointer)."""
+    from tinyar.backend.cpu import rnn
+    cls, kwargs = LAYERS[kind]
+    tinyar.manual_seed(1)
+    layer = cls(4, 6, num_layers=2, dtype=np.float64, **kwargs)
+    rng = np.random.default_rng(7)
+    x, grad_out = rng.standard_normal((3, 5, 4)), rng.standard_normal((3, 5, 6))
+    results = []
+    for copy_from, routine in [(1, rnn.gemm_routine), (10 ** 9, rnn.gemm_routine),
+                               (1, lambda dtype: None), (10 ** 9, lambda dtype: None)]:
+        monkeypatch.setattr(rnn, "COPY_MIN_STEPS", copy_from)
+        monkeypatch.setattr(rnn, "gemm_routine", routine)
+        results.append(_run_layer(layer, x, grad_out))
+    for other in results[1:]:
+        for ours, reference in zip(other[:4], results[0][:4]):
+            for a, b in zip(*(v if isinstance(v, tuple) else (v,) for v in (ours, reference))):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+        for name, g in results[0][4].items():
+            np.testing.assert_allclose(other[4][name], g, rtol=1e-12, atol=1e-13, err_msg=name)

@@ -39,3 +39,14 @@ def gemm_tn(gemm, a, b, c, beta):
     n = b.shape[1]
     gemm(_ROW_MAJOR, _TRANS, _NO_TRANS, m, n, k, c.dtype.type(1), a.ctypes.data, m,
          b.ctypes.data, n, c.dtype.type(beta), c.ctypes.data, n)
+
+
+@njit(**_KERNEL)
+def gemm_weight_t(gemm, x, w, w_is_t, c, beta):
+    """c = x @ W^T + beta c for a layer's weight W (out, in), given either as W
+    itself (read transposed by BLAS) or, when ``w_is_t``, as a contiguous copy
+    of W^T (in, out), which BLAS multiplies by faster (``rnn.py``)."""
+    if w_is_t:
+        gemm_nn(gemm, x, w, c, beta)
+    else:
+        gemm_nt(gemm, x, w, c, beta)
