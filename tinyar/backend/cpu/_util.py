@@ -1,6 +1,6 @@
 """Small helpers shared by the CPU kernel files."""
 import numpy as np
-from numba import get_num_threads
+from numba import get_num_threads, njit
 
 from .. import threads
 
@@ -52,3 +52,10 @@ def thread_chunks(elements, pieces):
     if not threads.PARALLEL_KERNELS or elements < PARALLEL_MIN_ELEMENTS:
         return 1
     return max(1, min(get_num_threads(), pieces))
+
+
+@njit(cache=True)
+def chunk_bounds(piece, pieces, n):
+    """Bounds (first, end) of block ``piece`` of ``pieces`` near-equal blocks of
+    ``range(n)``: how a threaded kernel's ``prange`` over pieces splits its sweep."""
+    return piece * n // pieces, (piece + 1) * n // pieces

@@ -36,7 +36,7 @@ the per-sample products (see ``nn/conv.py`` for when each is used).
 import numpy as np
 from numba import njit, prange, uint64
 
-from ._util import FASTMATH, contiguous, thread_chunks
+from ._util import FASTMATH, chunk_bounds, contiguous, thread_chunks
 
 __all__ = ["im2col", "col2im", "to_batch_major", "to_channel_major", "add_channel_bias",
            "channel_sums"]
@@ -136,16 +136,16 @@ def _col2im(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx, fi
 def _im2col_threads(x, shape, kernel, stride, padding, dilation, out_h, out_w, cols, chunks):
     n_batch = shape[0]
     for t in prange(chunks):
-        _im2col(x, shape, kernel, stride, padding, dilation, out_h, out_w, cols,
-                t * n_batch // chunks, (t + 1) * n_batch // chunks)
+        first, end = chunk_bounds(t, chunks, n_batch)
+        _im2col(x, shape, kernel, stride, padding, dilation, out_h, out_w, cols, first, end)
 
 
 @njit(cache=True, fastmath=FASTMATH, parallel=True)
 def _col2im_threads(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx, chunks):
     n_batch = shape[0]
     for t in prange(chunks):
-        _col2im(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx,
-                t * n_batch // chunks, (t + 1) * n_batch // chunks)
+        first, end = chunk_bounds(t, chunks, n_batch)
+        _col2im(cols, shape, kernel, stride, padding, dilation, out_h, out_w, dx, first, end)
 
 
 def _out(out, shape, dtype):
@@ -239,7 +239,8 @@ def to_batch_major(y, batch, bias, out=None, relu=False):
 def _to_batch_major_threads(y, bias, relu, out, chunks):
     n_batch = y.shape[1]
     for t in prange(chunks):
-        _to_batch_major(y, bias, relu, out, t * n_batch // chunks, (t + 1) * n_batch // chunks)
+        first, end = chunk_bounds(t, chunks, n_batch)
+        _to_batch_major(y, bias, relu, out, first, end)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -288,8 +289,8 @@ def to_channel_major(x, grad_bias=None, out=None, relu_output=None):
 def _to_channel_major_threads(x, relu_output, masked, grad_bias, out, chunks):
     channels = x.shape[1]
     for t in prange(chunks):
-        _to_channel_major(x, relu_output, masked, grad_bias, out, t * channels // chunks,
-                          (t + 1) * channels // chunks)
+        first, end = chunk_bounds(t, chunks, channels)
+        _to_channel_major(x, relu_output, masked, grad_bias, out, first, end)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -328,7 +329,8 @@ def add_channel_bias(y, bias, relu=False):
 def _add_channel_bias_threads(y, bias, relu, chunks):
     n_batch = y.shape[0]
     for t in prange(chunks):
-        _add_channel_bias(y, bias, relu, t * n_batch // chunks, (t + 1) * n_batch // chunks)
+        first, end = chunk_bounds(t, chunks, n_batch)
+        _add_channel_bias(y, bias, relu, first, end)
 
 
 @njit(cache=True, fastmath=FASTMATH)

@@ -31,7 +31,7 @@ from numba import get_num_threads, njit, prange
 
 from .. import threads
 from ..ops.optim import BufferRules, flat_buffers, used_state
-from ._util import FASTMATH, as_float, contiguous, flat, thread_chunks
+from ._util import FASTMATH, as_float, chunk_bounds, contiguous, flat, thread_chunks
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "zero_",
            "scale_", "clamp_"]
@@ -49,12 +49,6 @@ PARALLEL_MIN_SIZE_ONE_ARRAY = 1 << 22
 
 _KERNEL = dict(cache=True, fastmath=FASTMATH, error_model="numpy")
 _THREADED = dict(_KERNEL, parallel=True)
-
-
-@njit(cache=True)
-def _chunk(c, chunks, n):
-    """Bounds of chunk ``c`` of ``chunks`` near-equal parts of ``range(n)``."""
-    return c * n // chunks, (c + 1) * n // chunks
 
 
 @njit(**_KERNEL)
@@ -84,7 +78,7 @@ def _sgd(param, grad, buf, neg_lr, momentum, one_minus_dampening, weight_decay, 
 def _sgd_threads(chunks, param, grad, buf, neg_lr, momentum, one_minus_dampening, weight_decay,
                  nesterov, first_step):
     for c in prange(chunks):
-        lo, hi = _chunk(c, chunks, param.size)
+        lo, hi = chunk_bounds(c, chunks, param.size)
         _sgd(param[lo:hi], grad[lo:hi], buf[lo:hi], neg_lr, momentum, one_minus_dampening,
              weight_decay, nesterov, first_step)
 
@@ -120,7 +114,7 @@ def _adagrad(param, grad, state_sum, neg_clr, weight_decay, eps):
 @njit(**_THREADED)
 def _adagrad_threads(chunks, param, grad, state_sum, neg_clr, weight_decay, eps):
     for c in prange(chunks):
-        lo, hi = _chunk(c, chunks, param.size)
+        lo, hi = chunk_bounds(c, chunks, param.size)
         _adagrad(param[lo:hi], grad[lo:hi], state_sum[lo:hi], neg_clr, weight_decay, eps)
 
 
@@ -164,7 +158,7 @@ def _rmsprop(param, grad, square_avg, grad_avg, buf, neg_lr, alpha, one_minus_al
 def _rmsprop_threads(chunks, param, grad, square_avg, grad_avg, buf, neg_lr, alpha,
                      one_minus_alpha, eps, weight_decay, momentum, centered):
     for c in prange(chunks):
-        lo, hi = _chunk(c, chunks, param.size)
+        lo, hi = chunk_bounds(c, chunks, param.size)
         _rmsprop(param[lo:hi], grad[lo:hi], square_avg[lo:hi], grad_avg[lo:hi], buf[lo:hi],
                  neg_lr, alpha, one_minus_alpha, eps, weight_decay, momentum, centered)
 
@@ -215,7 +209,7 @@ def _adam_threads(chunks, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, neg_
                   beta1, one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps,
                   weight_decay, decay, decoupled, amsgrad):
     for c in prange(chunks):
-        lo, hi = _chunk(c, chunks, param.size)
+        lo, hi = chunk_bounds(c, chunks, param.size)
         _adam(param[lo:hi], grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi],
               max_exp_avg_sq[lo:hi], neg_step_size, beta1, one_minus_beta1, beta2,
               one_minus_beta2, bias_correction2_sqrt, eps, weight_decay, decay, decoupled,
@@ -257,7 +251,7 @@ def _sum_of_squares(x):
 def _sum_of_squares_threads(chunks, x):
     partial = np.zeros(chunks)
     for c in prange(chunks):
-        lo, hi = _chunk(c, chunks, x.size)
+        lo, hi = chunk_bounds(c, chunks, x.size)
         partial[c] = _sum_of_squares(x[lo:hi])
     return partial.sum()
 
@@ -279,7 +273,7 @@ def _zero(x):
 @njit(**_THREADED)
 def _zero_threads(chunks, x):
     for c in prange(chunks):
-        lo, hi = _chunk(c, chunks, x.size)
+        lo, hi = chunk_bounds(c, chunks, x.size)
         _zero(x[lo:hi])
 
 
@@ -306,7 +300,7 @@ def _scale(x, alpha):
 @njit(**_THREADED)
 def _scale_threads(chunks, x, alpha):
     for c in prange(chunks):
-        lo, hi = _chunk(c, chunks, x.size)
+        lo, hi = chunk_bounds(c, chunks, x.size)
         _scale(x[lo:hi], alpha)
 
 
@@ -330,7 +324,7 @@ def _clamp(x, low, high):
 @njit(**_THREADED)
 def _clamp_threads(chunks, x, low, high):
     for c in prange(chunks):
-        lo, hi = _chunk(c, chunks, x.size)
+        lo, hi = chunk_bounds(c, chunks, x.size)
         _clamp(x[lo:hi], low, high)
 
 

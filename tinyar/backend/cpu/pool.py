@@ -19,7 +19,7 @@ no gain on the workqueue layer next to OpenBLAS, so serial there).
 import numpy as np
 from numba import njit, prange, uint64
 
-from ._util import FASTMATH, as_float, contiguous, thread_chunks
+from ._util import FASTMATH, as_float, chunk_bounds, contiguous, thread_chunks
 
 __all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
            "avg_pool2d_backward", "adaptive_avg_pool2d_forward", "adaptive_avg_pool2d_backward"]
@@ -99,7 +99,8 @@ def _max_pool_2x2(x, y, indices, first_plane, end_plane):
 def _max_pool_2x2_threads(x, y, indices, chunks):
     planes = x.shape[0]
     for c in prange(chunks):
-        _max_pool_2x2(x, y, indices, c * planes // chunks, (c + 1) * planes // chunks)
+        first, end = chunk_bounds(c, chunks, planes)
+        _max_pool_2x2(x, y, indices, first, end)
 
 
 def max_pool2d_forward(x, kernel_size, stride, padding, out=None, out_indices=None):
@@ -137,7 +138,8 @@ def _max_pool_backward(grad, indices, dx, first_plane, end_plane):
 def _max_pool_backward_threads(grad, indices, dx, chunks):
     planes = grad.shape[0]
     for c in prange(chunks):
-        _max_pool_backward(grad, indices, dx, c * planes // chunks, (c + 1) * planes // chunks)
+        first, end = chunk_bounds(c, chunks, planes)
+        _max_pool_backward(grad, indices, dx, first, end)
 
 
 def max_pool2d_backward(grad, indices, input_size, out=None):

@@ -68,7 +68,7 @@ thin matrices), the big products ~45 ms (~300 GFLOP/s), the gate kernels
 import numpy as np
 from numba import njit, prange
 
-from ._util import FASTMATH, contiguous, thread_chunks
+from ._util import FASTMATH, chunk_bounds, contiguous, thread_chunks
 from .fastmath import fast_sigmoid, fast_tanh
 from .blas import gemm_routine
 from .gemm import gemm_nn, gemm_weight_t
@@ -314,44 +314,38 @@ def _gru_backward_loop(gemm, gates, hn, h, w_hh, grad_h, grad_gh, grad_b_ih, gra
         gemm_nn(gemm, grad_gh[t, r0:r1], w_hh, grad_h[t, r0:r1], 1.0)
 
 
-@njit(cache=True)
-def _rows(piece, pieces, rows):
-    """Bounds of block ``piece`` of ``pieces`` near-equal blocks of ``range(rows)``."""
-    return piece * rows // pieces, (piece + 1) * rows // pieces
-
-
 @njit(**_THREADED)
 def _rnn_forward_threads(gemm, pre, w, w_is_t, bias, h, relu, pieces):
     for p in prange(pieces):
-        r0, r1 = _rows(p, pieces, h.shape[1])
+        r0, r1 = chunk_bounds(p, pieces, h.shape[1])
         _rnn_forward_loop(gemm, pre, w, w_is_t, bias, h, relu, r0, r1)
 
 
 @njit(**_THREADED)
 def _rnn_backward_threads(gemm, h, w_hh, grad_h, grad_pre, partials, relu, pieces):
     for p in prange(pieces):
-        r0, r1 = _rows(p, pieces, h.shape[1])
+        r0, r1 = chunk_bounds(p, pieces, h.shape[1])
         _rnn_backward_loop(gemm, h, w_hh, grad_h, grad_pre, partials[p], relu, r0, r1)
 
 
 @njit(**_THREADED)
 def _lstm_forward_threads(gemm, gates, w, w_is_t, bias, h, c, pieces):
     for p in prange(pieces):
-        r0, r1 = _rows(p, pieces, h.shape[1])
+        r0, r1 = chunk_bounds(p, pieces, h.shape[1])
         _lstm_forward_loop(gemm, gates, w, w_is_t, bias, h, c, r0, r1)
 
 
 @njit(**_THREADED)
 def _lstm_backward_threads(gemm, gates, c, w_hh, grad_h, grad_c, partials, pieces):
     for p in prange(pieces):
-        r0, r1 = _rows(p, pieces, c.shape[1])
+        r0, r1 = chunk_bounds(p, pieces, c.shape[1])
         _lstm_backward_loop(gemm, gates, c, w_hh, grad_h, grad_c, partials[p], r0, r1)
 
 
 @njit(**_THREADED)
 def _gru_forward_threads(gemm, gates, w, w_is_t, b_ih, b_hh, h, hn, gh, pieces):
     for p in prange(pieces):
-        r0, r1 = _rows(p, pieces, h.shape[1])
+        r0, r1 = chunk_bounds(p, pieces, h.shape[1])
         _gru_forward_loop(gemm, gates, w, w_is_t, b_ih, b_hh, h, hn, gh, r0, r1)
 
 
@@ -359,7 +353,7 @@ def _gru_forward_threads(gemm, gates, w, w_is_t, b_ih, b_hh, h, hn, gh, pieces):
 def _gru_backward_threads(gemm, gates, hn, h, w_hh, grad_h, grad_gh, partials_ih, partials_hh,
                           pieces):
     for p in prange(pieces):
-        r0, r1 = _rows(p, pieces, h.shape[1])
+        r0, r1 = chunk_bounds(p, pieces, h.shape[1])
         _gru_backward_loop(gemm, gates, hn, h, w_hh, grad_h, grad_gh, partials_ih[p],
                            partials_hh[p], r0, r1)
 
