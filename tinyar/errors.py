@@ -38,3 +38,8 @@ class OptimizerError(TinyarError, ValueError):
 
 class DeviceError(TinyarError, RuntimeError):
     """A device was asked for that this machine does not have."""
+
+
+class FileError(TinyarError, ValueError):
+    """A file or folder that cannot be read or written safely: missing, not a regular
+    file, a symlink where none is accepted, larger than tinyar reads, or locked."""

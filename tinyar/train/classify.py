@@ -12,12 +12,13 @@ Data: ``glyphs`` (rendered by tinyar, offline), ``mnist``, ``fashion-mnist``,
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 
 from .. import checkpoint
-from ..data import Augment, flip_allowed, hierarchy_for, load_images, make_glyphs
+from ..data import Augment, datasets, flip_allowed
+from ..data.datasets import check_labels
 from ..data.hierarchy import ClassHierarchy
 from ..errors import CheckpointError, ShapeError
 from ..inspect.confusion import plot_level_confusions
@@ -27,82 +28,17 @@ from ..optim import SGD, Adam, AdamW, clip_grad_norm_
 from ..optim.lr_scheduler import CosineAnnealingLR
 from ..progress import ProgressBar
 from ..random import generator, manual_seed
+from .config import ClassifyConfig
 from .metrics import format_report, hierarchical_report
 from .placement import check_device, place
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 
 
-@dataclass
-class ClassifyConfig:
-    data: str = "glyphs"
-    hierarchy: str = ""          # JSON mapping for data given by path
-    train_size: int = 20_000     # glyphs: how many to render
-    test_size: int = 4_000
-    label_fraction: float = 1.0  # use only this fraction of the training labels
-    model: str = "cnn"
-    arch: str = "lenet"
-    cell: str = "lstm"
-    hidden: int = 128
-    head: str = "multilevel"
-    decode: str = "joint"
-    level_weights: list = field(default_factory=lambda: [1.0, 1.0])
-    weight_schedule: str = ""    # e.g. "0:0.9,0.1;2:0.5,0.5;4:0.1,0.9"
-    epochs: int = 3
-    batch: int = 64
-    lr: float = 2e-3
-    optimizer: str = "adam"
-    clip: float = 5.0
-    augment: bool = False
-    pretrain_steps: int = 0
-    pretrain_lr: float = 2e-3
-    device: str = "cpu"
-    seed: int = 0
-    out: str = ""
-
-
-def _float_images(x):
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4:
-        raise ShapeError(f"classify: expected images (N, C, H, W) or (N, H, W), got {x.shape}")
-    return (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
-
-
 def load_dataset(config):
-    """(x_train, y_train, x_test, y_test, hierarchy, name) as float32 images in [0, 1]."""
-    name = config.data
-    if name == "glyphs":
-        x_train, y_train = make_glyphs(config.train_size, seed=config.seed)
-        x_test, y_test = make_glyphs(config.test_size, seed=config.seed + 10_000)
-        return x_train, y_train, x_test, y_test, hierarchy_for("glyphs"), name
-    if name in ("mnist", "fashion-mnist", "cifar10", "cifar100", "emnist"):
-        x_train, y_train = load_images(name, "train")
-        x_test, y_test = load_images(name, "test")
-        return (_float_images(x_train), y_train, _float_images(x_test), y_test,
-                hierarchy_for(name), name)
-    if not os.path.exists(name):
-        raise FileNotFoundError(f"classify: --data {name!r} is neither a known data set (glyphs, "
-                                f"mnist, fashion-mnist, cifar10, cifar100) nor an existing file")
-    with np.load(name, allow_pickle=False) as f:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
-        if missing:
-            raise ShapeError(f"classify: {name} lacks arrays {missing}; expected x_train, y_train, "
-                             f"x_test, y_test")
-        x_train, y_train = _float_images(f["x_train"]), f["y_train"].astype(np.int64)
-        x_test, y_test = _float_images(f["x_test"]), f["y_test"].astype(np.int64)
-    num_labels = int(max(y_train.max(), y_test.max())) + 1
-    hierarchy = hierarchy_for(config.hierarchy, labels=num_labels) if config.hierarchy else \
-        ClassHierarchy(np.zeros(num_labels, np.int64))
-    return x_train, y_train, x_test, y_test, hierarchy, os.path.basename(name)
-
-
-def check_labels(hierarchy, y, what):
-    if y.size and (y.min() < 0 or y.max() >= hierarchy.num_labels):
-        bad = int(y.min()) if y.min() < 0 else int(y.max())
-        raise ShapeError(f"classify: {what} label {bad} is outside the hierarchy's "
-                         f"{hierarchy.num_labels} labels")
+    """(x_train, y_train, x_test, y_test, hierarchy, name) of ``config.data``."""
+    return datasets.load_dataset(config.data, config.hierarchy, config.train_size,
+                                 config.test_size, config.seed)
 
 
 def parse_schedule(text):

@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 
@@ -28,49 +28,10 @@ from ..optim import SGD, Adagrad, Adam, AdamW, RMSprop, clip_grad_norm_
 from ..optim.lr_scheduler import CosineAnnealingLR
 from ..progress import ProgressBar
 from ..random import generator, manual_seed
+from .config import LMConfig
 from .placement import check_device, place
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
-
-
-@dataclass
-class LMConfig:
-    """Every setting of a training run (saved with the checkpoint)."""
-    data: str = "stdlib"
-    max_chars: int = 2_000_000
-    level: str = "char"
-    vocab: int = 10_000          # word level: keep the most frequent words
-    backbone: str = "rnn"        # rnn | conv (causal dilated convolutions)
-    cell: str = "lstm"
-    embed: int = 64
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.0
-    head: str = "multilevel"
-    classes: int = 0             # 0: round(sqrt(vocabulary))
-    tie: bool = False
-    steps: int = 600
-    epochs: float = 0.0          # > 0 overrides steps
-    batch: int = 32
-    bptt: int = 64
-    lr: float = 3e-3
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    clip: float = 1.0
-    warmup: int = 50
-    schedule: str = "cosine"
-    eval_every: int = 100
-    eval_tokens: int = 50_000
-    sample_every: int = 200
-    sample_tokens: int = 200
-    checkpoint_every: int = 200
-    record_every: int = 25       # gradient/activation statistics (0: off)
-    max_seconds: float = 0.0     # > 0: stop after this much training time
-    device: str = "cpu"
-    seed: int = 0
-    out: str = ""
-    prompt: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def run_folder(config):
