@@ -22,6 +22,7 @@ Members nobody asks for are never decompressed.
         npz.header("model/linear.weight")        # ArrayHeader(shape=(3, 4), dtype=float32)
         w = npz.read("model/linear.weight", shape=(3, 4), kinds="f")
 """
+import math
 import zipfile
 from dataclasses import dataclass
 
@@ -47,7 +48,7 @@ class ArrayHeader:
 
     @property
     def size(self):
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)  # Python ints: a hostile shape cannot overflow
 
     @property
     def nbytes(self):
