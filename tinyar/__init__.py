@@ -5,8 +5,8 @@
 """
 __version__ = "0.1.0"
 
-from .errors import (CheckpointError, DeviceError, DTypeError, FileError, NumericalError,
-                     OptimizerError, ShapeError, TargetError, TinyarError)
+from .errors import (CheckpointError, ConfigError, DeviceError, DTypeError, FileError,
+                     NumericalError, OptimizerError, ShapeError, TargetError, TinyarError)
 from .random import manual_seed
 from .checkpoint import load, save
 from .device import cuda_available, to_device, to_host

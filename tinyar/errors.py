@@ -43,3 +43,8 @@ class DeviceError(TinyarError, RuntimeError):
 class FileError(TinyarError, ValueError):
     """A file or folder that cannot be read or written safely: missing, not a regular
     file, a symlink where none is accepted, larger than tinyar reads, or locked."""
+
+
+class ConfigError(TinyarError, ValueError):
+    """An option or setting out of range, of the wrong type, or in conflict with another:
+    ``--steps: expected an integer >= 1, got 0``."""

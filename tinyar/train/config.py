@@ -34,6 +34,8 @@ class LMConfig:
     sample_every: int = 200
     sample_tokens: int = 200
     checkpoint_every: int = 200
+    early_stop: int = 0          # stop after this many evaluations without a better
+                                 # validation loss (0: never)
     record_every: int = 25       # gradient/activation statistics (0: off)
     max_seconds: float = 0.0     # > 0: stop after this much training time
     device: str = "cpu"
@@ -50,6 +52,7 @@ class ClassifyConfig:
     train_size: int = 20_000     # glyphs: how many to render
     test_size: int = 4_000
     label_fraction: float = 1.0  # use only this fraction of the training labels
+    val_fraction: float = 0.1    # held out of the training set to pick the best epoch
     model: str = "cnn"
     arch: str = "lenet"
     cell: str = "lstm"
@@ -66,6 +69,8 @@ class ClassifyConfig:
     augment: bool = False
     pretrain_steps: int = 0
     pretrain_lr: float = 2e-3
+    early_stop: int = 0          # stop after this many epochs without a better
+                                 # validation loss (0: never)
     device: str = "cpu"
     seed: int = 0
     out: str = ""
