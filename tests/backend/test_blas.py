@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tinyar.backend.cpu import blas, linalg, memory
+from tinyar.backend.cpu import blas, linalg, malloc
 
 RNG = np.random.default_rng(0)
 MKL_FOUND = any(os.path.exists(p) for p in blas.mkl_candidates())
@@ -140,12 +140,12 @@ def test_malloc_policy_is_applied_unless_the_user_tuned_malloc(monkeypatch):
     for name in [n for n in os.environ if n.startswith("MALLOC_")] + ["GLIBC_TUNABLES"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TINYAR_MALLOC", "system")
-    assert memory.configure() is False
+    assert malloc.configure() is False
     monkeypatch.delenv("TINYAR_MALLOC")
     monkeypatch.setenv("MALLOC_ARENA_MAX_", "2")
-    assert memory.configure() is False
+    assert malloc.configure() is False
     monkeypatch.delenv("MALLOC_ARENA_MAX_")
-    assert memory.configure() is (platform.libc_ver()[0] == "glibc")  # musl has no mallopt
+    assert malloc.configure() is (platform.libc_ver()[0] == "glibc")  # musl has no mallopt
 
 
 def test_without_mkl_the_openmp_settings_are_left_alone(monkeypatch):

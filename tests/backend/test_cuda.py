@@ -342,7 +342,6 @@ def test_every_kernel_compiles_for_a_gpu(tmp_path):
     """The simulator runs kernels as Python and checks no types: compile each kernel,
     with the argument types the op examples launch it with, to PTX (needs libNVVM
     from a CUDA toolkit, no GPU)."""
-    from tinyar.backend.cuda import NOT_YET
     from tinyar.backend.cuda.compile_check import record
     from tinyar.backend.ops import REGISTRY
     from tests.backend.test_ops import _on_backend
@@ -350,8 +349,6 @@ def test_every_kernel_compiles_for_a_gpu(tmp_path):
     launches = []
     with record(launches, run=False):
         for name, spec in sorted(REGISTRY.items()):
-            if name in NOT_YET:
-                continue
             for dtype in (np.float32, np.float64):
                 args = spec.example(np.random.default_rng(7), dtype)
                 getattr(C, name)(**{k: _on_backend(C, v) for k, v in args.items()})
@@ -395,7 +392,7 @@ def test_adam_step_over_a_large_buffer_is_fast():
 
 
 def test_numpy_without_row_stack_gets_the_shim_before_numba_cuda_loads():
-    """numba-cuda 0.30 calls np.row_stack, which NumPy 2.5 removed (NUMBA_NOTES.md): in a
+    """numba-cuda 0.30 calls np.row_stack, which NumPy 2.5 removed (docs/performance.md): in a
     fresh process whose NumPy lacks it, importing the CUDA backend puts it back before
     numba.cuda is imported."""
     code = ("import numpy as np\n"

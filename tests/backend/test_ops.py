@@ -39,26 +39,15 @@ def _on_backend(backend, v):
     return backend.asarray(wide)[(slice(None),) * (v.ndim - 1) + (slice(None, None, 2),)]
 
 
-def _not_yet(backend):
-    """Ops a backend does not implement yet (its ``NOT_YET``; the CPU has none)."""
-    return getattr(backend, "NOT_YET", frozenset())
-
-
 def test_every_op_is_implemented(backend):
-    missing = [name for name in OPS
-               if not callable(getattr(backend, name, None)) and name not in _not_yet(backend)]
+    missing = [name for name in OPS if not callable(getattr(backend, name, None))]
     assert not missing, f"backend {backend.name} lacks ops {missing}"
-    stale = [name for name in _not_yet(backend) if callable(getattr(backend, name, None))]
-    assert not stale, f"backend {backend.name} implements {stale}: remove them from NOT_YET"
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "strided"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", OPS)
 def test_op_matches_reference(backend, name, dtype, layout):
-    if name in _not_yet(backend):
-        pytest.skip(f"not yet on the {backend.name} backend (NOT_YET in tinyar/backend/"
-                    f"{backend.name}/__init__.py): {', '.join(sorted(_not_yet(backend)))}")
     spec = REGISTRY[name]
     args = spec.example(np.random.default_rng(7), dtype)
     if layout == "strided":

@@ -1,53 +1,48 @@
 """The CPU backend: NumPy arrays, Numba ``@njit(cache=True)`` kernels, BLAS.
 
-One kernel file per topic; this module gathers their public ops so that a
-layer can write ``B = backend_of(x); B.relu_forward(x)``. The list of ops and
-what each computes is in ``tinyar/backend/ops``.
+One kernel file per topic (the topics and every op's NumPy reference are in
+``tinyar/backend/ops``); the imports below name each op and the file it comes
+from, so that ``B.lstm_sequence_forward`` in a layer leads here, then to
+``cpu/rnn.py``. ``backend/cuda`` has the same files and names.
 """
-from importlib import import_module
-
-import numpy as np
-
 from . import blas  # noqa: F401  (chooses the BLAS: the threading policy depends on it)
 from .. import threads
-from . import memory  # noqa: F401  (keeps freed memory for the next step: see memory.py)
+from . import malloc  # noqa: F401  (keeps freed memory for the next step: see malloc.py)
 from .cache import configure as _configure_cache
 
 threads.configure()  # before any kernel runs
 _configure_cache()  # before the kernel files below are imported
 
 name = "cpu"
-TOPICS = ("linalg", "elementwise", "softmax", "loss", "norm", "embedding", "optim", "rnn", "conv",
-          "pool", "multilevel")
 
-for _topic in TOPICS:
-    _module = import_module(f".{_topic}", __name__)
-    for _op in _module.__all__:
-        globals()[_op] = getattr(_module, _op)
+# The backend protocol (backend/ops: ``protocol()``), file by file.
+from .memory import empty, zeros, asarray, copy, contiguous, to_host, is_array
+from .linalg import matmul, add_bias, sum_rows, axpy
+from .elementwise import (
+    relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward, tanh_forward,
+    tanh_backward, sigmoid_forward, sigmoid_backward, gelu_forward, gelu_backward,
+    gated_tanh_forward, gated_tanh_backward, dropout_mask, dropout_apply, permute)
+from .softmax import softmax_forward, softmax_backward, log_softmax_forward, log_softmax_backward
+from .loss import (
+    cross_entropy_forward, cross_entropy_backward, nll_forward, nll_backward, mse_forward,
+    mse_backward, bce_with_logits_forward, bce_with_logits_backward)
+from .norm import (
+    layer_norm_forward, layer_norm_backward, batch_norm_forward_train, batch_norm_forward_eval,
+    batch_norm_backward, batch_norm_backward_eval, batch_norm_update_running)
+from .embedding import embedding_forward, embedding_backward
+from .optim import (
+    sgd_step, adagrad_step, rmsprop_step, adam_step, sum_of_squares, zero_, scale_, clamp_)
+from .rnn import (
+    rnn_cell_forward, rnn_cell_backward, rnn_sequence_forward, rnn_sequence_backward,
+    lstm_cell_forward, lstm_cell_backward, lstm_sequence_forward, lstm_sequence_backward,
+    gru_cell_forward, gru_cell_backward, gru_sequence_forward, gru_sequence_backward,
+    swap_axes01)
+from .conv import im2col, col2im, to_batch_major, to_channel_major, add_channel_bias, channel_sums
+from .pool import (
+    max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,
+    adaptive_avg_pool2d_forward, adaptive_avg_pool2d_backward)
+from .multilevel import multilevel_fine_forward, multilevel_fine_backward
 
+from ..ops import protocol as _protocol  # noqa: E402
 
-# --- memory -----------------------------------------------------------------
-def empty(shape, dtype=np.float32):
-    return np.empty(shape, dtype=dtype)
-
-
-def zeros(shape, dtype=np.float32):
-    return np.zeros(shape, dtype=dtype)
-
-
-def asarray(x, dtype=None):
-    """Bring host data (NumPy array, list) onto this backend."""
-    return np.asarray(x, dtype=dtype)
-
-
-def to_host(x):
-    return np.asarray(x)
-
-
-def contiguous(x):
-    """x itself when C-contiguous, else a C-contiguous copy (e.g. of a slice x[:, -1])."""
-    return np.ascontiguousarray(x)
-
-
-def is_array(x):
-    return isinstance(x, np.ndarray)
+__all__ = ["name"] + _protocol()

@@ -1,6 +1,6 @@
 """Convolution kernels: im2col / col2im copy loops; the products go to BLAS.
 
-Why im2col + BLAS and not a direct loop. ../shared/NUMBA_NOTES.md has, at
+Why im2col + BLAS and not a direct loop. docs/performance.md has, at
 batch 8, 32 -> 64 channels, 32x32, 3x3: im2col + BLAS 15.7 ms against 202 ms
 for a direct ``prange`` loop. Here (2-core Xeon, AVX-512, 2 BLAS threads),
 LeNet's second convolution (batch 64, 32 -> 64 channels, 13x13, 3x3):

@@ -2,7 +2,7 @@
 bias sums around them.
 
 Dense products are never written as Numba loops: OpenBLAS reaches ~60 GFLOP/s
-here, a Numba prange loop ~22 (../shared/NUMBA_NOTES.md).
+here, a Numba prange loop ~22 (docs/performance.md).
 """
 import numpy as np
 from numba import njit

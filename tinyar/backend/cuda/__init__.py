@@ -1,9 +1,10 @@
 """The CUDA backend: numba device arrays and ``numba.cuda`` kernels.
 
 The same ops as the CPU backend (``backend/cpu``), under the same names and
-signatures, one kernel file per topic; this module gathers their public ops
-so that a layer can write ``B = backend_of(x); B.relu_forward(x)`` whatever
-the device. The list of ops and what each computes is in ``tinyar/backend/ops``.
+signatures, one kernel file per topic; the imports below name each op and the
+file it comes from (``B.lstm_sequence_forward`` in a layer leads here, then to
+``cuda/rnn.py``). The topics and every op's NumPy reference are in
+``tinyar/backend/ops``.
 
 Without a GPU, ``NUMBA_ENABLE_CUDASIM=1`` (set before numba is imported)
 runs every kernel in numba's CUDA simulator: slow (each GPU thread is a
@@ -11,69 +12,45 @@ Python thread), but exact, which is how the tests check these kernels on
 any machine. Importing this module needs no GPU; allocating does
 (``DeviceError`` otherwise).
 """
-from importlib import import_module
-from pathlib import Path
-
-import numpy as np
-
-from ..ops import REGISTRY
 from . import _util
 from ._util import SIMULATOR  # noqa: F401  (True under numba's CUDA simulator)
-from ._util import count_launches  # noqa: F401
-from ._util import contiguous  # noqa: F401  (x, or a C-contiguous device copy)
-from ._util import device_empty, fill, host_to_device, is_device_array
+from ._util import count_launches  # noqa: F401  (kernel launches of a block of code)
 
 name = "cuda"
-ALL_TOPICS = ("linalg", "elementwise", "softmax", "loss", "norm", "embedding", "optim",
-              "rnn", "conv", "pool", "multilevel")
-# A topic is implemented when its kernel file exists here (one file a topic).
-TOPICS = tuple(t for t in ALL_TOPICS
-               if (Path(__file__).parent / f"{t}.py").exists())
 
-# Topics of backend/ops whose ops this backend does not implement yet. The op
-# tests skip their ops (tests/backend/test_ops.py) and name them in the skip
-# reason; an op missing from any other topic fails the tests.
-NOT_YET_TOPICS = tuple(t for t in ALL_TOPICS if t not in TOPICS)
-NOT_YET = frozenset(op_name for op_name, spec in REGISTRY.items()
-                    if spec.reference.__module__.rsplit(".", 1)[-1] in NOT_YET_TOPICS)
+# The backend protocol (backend/ops: ``protocol()``), file by file.
+from .memory import empty, zeros, asarray, copy, contiguous, to_host, is_array
+from .linalg import matmul, add_bias, sum_rows, axpy
+from .elementwise import (
+    relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward, tanh_forward,
+    tanh_backward, sigmoid_forward, sigmoid_backward, gelu_forward, gelu_backward,
+    gated_tanh_forward, gated_tanh_backward, dropout_mask, dropout_apply, permute)
+from .softmax import softmax_forward, softmax_backward, log_softmax_forward, log_softmax_backward
+from .loss import (
+    cross_entropy_forward, cross_entropy_backward, nll_forward, nll_backward, mse_forward,
+    mse_backward, bce_with_logits_forward, bce_with_logits_backward)
+from .norm import (
+    layer_norm_forward, layer_norm_backward, batch_norm_forward_train, batch_norm_forward_eval,
+    batch_norm_backward, batch_norm_backward_eval, batch_norm_update_running)
+from .embedding import embedding_forward, embedding_backward
+from .optim import (
+    sgd_step, adagrad_step, rmsprop_step, adam_step, sum_of_squares, zero_, scale_, clamp_)
+from .rnn import (
+    rnn_cell_forward, rnn_cell_backward, rnn_sequence_forward, rnn_sequence_backward,
+    lstm_cell_forward, lstm_cell_backward, lstm_sequence_forward, lstm_sequence_backward,
+    gru_cell_forward, gru_cell_backward, gru_sequence_forward, gru_sequence_backward,
+    swap_axes01)
+from .conv import im2col, col2im, to_batch_major, to_channel_major, add_channel_bias, channel_sums
+from .pool import (
+    max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,
+    adaptive_avg_pool2d_forward, adaptive_avg_pool2d_backward)
+from .multilevel import multilevel_fine_forward, multilevel_fine_backward
 
-for _topic in TOPICS:
-    _module = import_module(f".{_topic}", __name__)
-    for _op in _module.__all__:
-        globals()[_op] = getattr(_module, _op)
+from ..ops import protocol as _protocol  # noqa: E402
+
+__all__ = ["name"] + _protocol()
 
 
 def is_available():
     """True when CUDA kernels can run here: a GPU, or the simulator."""
     return _util.is_available()
-
-
-# --- memory -----------------------------------------------------------------
-def empty(shape, dtype=np.float32):
-    return device_empty(shape, dtype)
-
-
-def zeros(shape, dtype=np.float32):
-    return fill(device_empty(shape, dtype), 0)
-
-
-def asarray(x, dtype=None):
-    """Bring data onto the GPU: host data (NumPy array, list, number) is copied;
-    a device array of the right dtype is returned as is."""
-    if is_device_array(x):
-        if dtype is None or x.dtype == np.dtype(dtype):
-            return x
-        x = x.copy_to_host()
-    return host_to_device(np.asarray(x, dtype=dtype))
-
-
-def to_host(x):
-    """A NumPy copy of a device array (host arrays pass through)."""
-    if is_device_array(x):
-        return x.copy_to_host()
-    return np.asarray(x)
-
-
-def is_array(x):
-    """Whether ``x`` is an array of this backend (a device array)."""
-    return is_device_array(x)

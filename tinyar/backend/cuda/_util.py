@@ -29,7 +29,7 @@ compile them ("Signature mismatch": their new varargs overload), which the
 simulator does not notice; ``compile_check.py`` compiles every kernel to
 PTX to catch such things.
 
-Launch cost on a GPU is ~30 us (../shared/NUMBA_NOTES.md): kernels take numba
+Launch cost on a GPU is ~30 us (docs/performance.md): kernels take numba
 device arrays only (a host array argument would be copied both ways on every
 launch), and elementwise chains are fused into one kernel.
 """
@@ -43,7 +43,7 @@ from functools import lru_cache
 import numpy as np
 
 # numba-cuda 0.30 calls np.row_stack, which NumPy 2.5 removed: every compile
-# failed with AttributeError until this alias was back (../shared/NUMBA_NOTES.md).
+# failed with AttributeError until this alias was back (docs/performance.md).
 if not hasattr(np, "row_stack"):
     np.row_stack = np.vstack
 

@@ -49,7 +49,8 @@ def record(launches, run=True):
     """Within the block, every kernel launch appends (module, name, argument types) to
     ``launches`` (once each); with ``run=False`` the kernels are not run (fast, but
     the ops' results are garbage)."""
-    from . import TOPICS, _util
+    from . import _util
+    from ..ops import TOPICS
     modules = [_util] + [import_module(f"{__package__}.{topic}") for topic in TOPICS]
     modules = [m for m in modules if getattr(m, "launch", None) is _util.launch]
     original = _util.launch

@@ -20,7 +20,7 @@ copied: ``op(a)[i, k]`` is read as ``a[k, i]`` when ``trans_a``. Strided
 inputs are read in place (numba indexes them through their strides).
 
 Tile sizes: 64 x 64 x 8 with 4 x 4 per thread (256 threads) on a GPU: a
-plain, untuned choice (NUMBA_NOTES: 128 x 128 x 8 with 8 x 8 reached
+plain, untuned choice (docs/performance.md: 128 x 128 x 8 with 8 x 8 reached
 13.3 TFLOP/s at 4096^3 on an H100, 26 % of cuBLAS). Under the simulator
 4 x 4 x 4 with 2 x 2 per thread, so that the 5 x 7 @ 7 x 3 test product
 already spans two blocks and two k steps.

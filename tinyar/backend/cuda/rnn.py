@@ -13,7 +13,7 @@ What runs where (``nn/recurrent.py`` has the math and does the big products)::
         dW_ih += dA^T X, dW_hh += dA^T H_prev, dX = dA W_ih             (the layer)
 
 Why one kernel for all T steps. A launch costs ~30 us on an H100
-(../shared/NUMBA_NOTES.md). The CPU's recipe, per step one product with
+(docs/performance.md). The CPU's recipe, per step one product with
 W_hh and one gate kernel, would be 2 launches per step and layer: for a
 2-layer LSTM over T = 128 steps, 512 launches (~15 ms) in the forward alone,
 before any arithmetic. Here a layer's sequence costs 1 launch forward and 2

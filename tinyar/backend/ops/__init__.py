@@ -52,5 +52,17 @@ def op(shapes: str, example: Callable, inplace=(), contiguous=(), rtol32=1e-5, a
     return register
 
 
+#: The topics, one kernel file each in every backend (``backend/cpu/<topic>.py``,
+#: ``backend/cuda/<topic>.py``) and one reference file here; ``memory`` holds the
+#: memory functions (``memory.py``), the others register their ops with ``@op``.
+TOPICS = ("memory", "linalg", "elementwise", "softmax", "loss", "norm", "embedding", "optim",
+          "rnn", "conv", "pool", "multilevel")
+
 # the topic files register their ops on import
 from . import linalg, elementwise, softmax, loss, norm, embedding, optim, rnn, conv, pool, multilevel  # noqa: E402,F401,E501
+from .memory import MEMORY  # noqa: E402
+
+
+def protocol():
+    """Every name a backend must provide: the memory functions and the ops."""
+    return sorted(MEMORY) + sorted(REGISTRY)
