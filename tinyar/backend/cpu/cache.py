@@ -5,7 +5,7 @@ its own source file's timestamp. A kernel that inlines a helper from another
 file (``fast_exp`` from ``fastmath.py``) is *not* recompiled when only that
 other file changes: a stale kernel would be loaded. We therefore point
 Numba's cache at a folder named by a hash of every kernel source file of the
-CPU backend, so any change to any of them starts a fresh cache. The folder
+CPU backend and of the scalar math they share with CUDA (``backend/scalar``), so any change to any of them starts a fresh cache. The folder
 lives under ``$TINYAR_CACHE`` (default ``~/.cache/tinyar/numba``), which is
 writable even when tinyar is installed read-only. A user who sets
 ``NUMBA_CACHE_DIR`` keeps that choice.
@@ -21,7 +21,10 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 def kernel_source_hash():
     digest = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(_HERE, "*.py"))):
+    # the kernel files, and the shared scalar math they inline (backend/scalar)
+    sources = glob.glob(os.path.join(_HERE, "*.py")) + \
+        glob.glob(os.path.join(os.path.dirname(_HERE), "scalar", "*.py"))
+    for path in sorted(sources):
         with open(path, "rb") as f:
             digest.update(os.path.basename(path).encode() + b"\0" + f.read())
     return digest.hexdigest()[:16]

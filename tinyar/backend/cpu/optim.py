@@ -4,8 +4,9 @@ All parameters of a model live in one flat buffer (``nn/parameter.py``), so
 one optimizer step is one pass over a few 1-D arrays: the parameters, their
 gradients and the optimizer's moments. Each optimizer has
 
-* ``_<name>(param, grad, ...)``: the update as a plain loop over the
-  elements, which reads like the algorithm (and which LLVM vectorises);
+* ``_<name>(param, grad, ...)``: a plain loop over the elements applying the
+  update rule of one element, ``_<name>_update`` (written once for both devices in
+  ``backend/scalar/optim.py``, inlined here, and vectorised by LLVM);
 * ``_<name>_threads(chunks, ...)``: the buffer cut into one chunk per
   thread (``prange``), each running the plain loop on its slice (a slice,
   not ``range(lo, hi)``: a loop that does not start at 0 does not vectorise,
@@ -24,14 +25,15 @@ computed once in Python, in double precision, as PyTorch does.
 ``error_model="numpy"``: a division by zero gives inf/NaN as in NumPy instead
 of raising, which lets LLVM vectorise the loops that divide.
 """
-import math
 
 import numpy as np
 from numba import get_num_threads, njit, prange
 
 from .. import threads
 from ..ops.optim import BufferRules, flat_buffers, used_state
-from ._util import FASTMATH, as_float, chunk_bounds, contiguous, flat, thread_chunks
+from ..scalar import optim as scalar_optim
+from ._util import (FASTMATH, as_float, chunk_bounds, contiguous, flat, scalar_function,
+                    thread_chunks)
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "zero_",
            "scale_", "clamp_"]
@@ -51,12 +53,11 @@ _KERNEL = dict(cache=True, fastmath=FASTMATH, error_model="numpy")
 _THREADED = dict(_KERNEL, parallel=True)
 
 
-@njit(**_KERNEL)
-def _lerp(start, end, weight, one_minus_weight):
-    """start + weight (end - start), the way torch.lerp writes it (exact at both ends)."""
-    if abs(weight) < 0.5:
-        return start + weight * (end - start)
-    return end - (end - start) * one_minus_weight
+# The update rules, one element at a time: backend/scalar/optim.py (shared with CUDA).
+_sgd_update = scalar_function(scalar_optim.sgd)
+_adagrad_update = scalar_function(scalar_optim.adagrad)
+_rmsprop_update = scalar_function(scalar_optim.rmsprop)
+_adam_update = scalar_function(scalar_optim.adam)
 
 
 # --- SGD ----------------------------------------------------------------------
@@ -64,14 +65,11 @@ def _lerp(start, end, weight, one_minus_weight):
 def _sgd(param, grad, buf, neg_lr, momentum, one_minus_dampening, weight_decay, nesterov,
          first_step):
     for i in range(param.size):
-        g = grad[i]
-        if weight_decay != 0:
-            g = g + weight_decay * param[i]
+        b = buf[i] if momentum != 0 else param[i]  # buf is unused (may be empty) without momentum
+        param[i], b = _sgd_update(param[i], grad[i], b, neg_lr, momentum, one_minus_dampening,
+                                  weight_decay, nesterov, first_step)
         if momentum != 0:
-            b = g if first_step else buf[i] * momentum + one_minus_dampening * g
             buf[i] = b
-            g = g + momentum * b if nesterov else b
-        param[i] = param[i] + neg_lr * g
 
 
 @njit(**_THREADED)
@@ -103,12 +101,8 @@ def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, n
 @njit(**_KERNEL)
 def _adagrad(param, grad, state_sum, neg_clr, weight_decay, eps):
     for i in range(param.size):
-        g = grad[i]
-        if weight_decay != 0:
-            g = g + weight_decay * param[i]
-        s = state_sum[i] + g * g
-        state_sum[i] = s
-        param[i] = param[i] + neg_clr * g / (math.sqrt(s) + eps)
+        param[i], state_sum[i] = _adagrad_update(param[i], grad[i], state_sum[i], neg_clr,
+                                                 weight_decay, eps)
 
 
 @njit(**_THREADED)
@@ -136,22 +130,16 @@ def adagrad_step(param, grad, state_sum, lr, lr_decay, weight_decay, eps, step):
 def _rmsprop(param, grad, square_avg, grad_avg, buf, neg_lr, alpha, one_minus_alpha, eps,
              weight_decay, momentum, centered):
     for i in range(param.size):
-        g = grad[i]
-        if weight_decay != 0:
-            g = g + weight_decay * param[i]
-        v = square_avg[i] * alpha + one_minus_alpha * g * g
-        square_avg[i] = v
-        if centered:  # subtract the squared running mean: a variance estimate
-            m = _lerp(grad_avg[i], g, one_minus_alpha, alpha)
+        # grad_avg and buf are unused (may be empty) unless centered / momentum > 0
+        m = grad_avg[i] if centered else param[i]
+        b = buf[i] if momentum > 0 else param[i]
+        param[i], square_avg[i], m, b = _rmsprop_update(
+            param[i], grad[i], square_avg[i], m, b, neg_lr, alpha, one_minus_alpha, eps,
+            weight_decay, momentum, centered)
+        if centered:
             grad_avg[i] = m
-            v = v - m * m
-        denom = math.sqrt(v) + eps
         if momentum > 0:
-            b = buf[i] * momentum + g / denom
             buf[i] = b
-            param[i] = param[i] + neg_lr * b
-        else:
-            param[i] = param[i] + neg_lr * g / denom
 
 
 @njit(**_THREADED)
@@ -183,25 +171,13 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, neg_step_size, beta1
           one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, weight_decay,
           decay, decoupled, amsgrad):
     for i in range(param.size):
-        g = grad[i]
-        p = param[i]
-        if weight_decay != 0:
-            if decoupled:
-                p = p * decay  # AdamW: shrink the weights, apart from the gradient
-            else:
-                g = g + weight_decay * p
-        m = _lerp(exp_avg[i], g, one_minus_beta1, beta1)
-        v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        if amsgrad:  # the largest second moment so far; a NaN propagates
-            v_max = max_exp_avg_sq[i]
-            if not v_max >= v:
-                v_max = v
+        v_max = max_exp_avg_sq[i] if amsgrad else param[i]  # unused (may be empty) otherwise
+        param[i], exp_avg[i], exp_avg_sq[i], v_max = _adam_update(
+            param[i], grad[i], exp_avg[i], exp_avg_sq[i], v_max, neg_step_size, beta1,
+            one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, weight_decay,
+            decay, decoupled, amsgrad)
+        if amsgrad:
             max_exp_avg_sq[i] = v_max
-            v = v_max
-        denom = math.sqrt(v) / bias_correction2_sqrt + eps
-        param[i] = p + neg_step_size * m / denom
 
 
 @njit(**_THREADED)

@@ -68,8 +68,8 @@ thin matrices), the big products ~45 ms (~300 GFLOP/s), the gate kernels
 import numpy as np
 from numba import njit, prange
 
-from ._util import FASTMATH, chunk_bounds, contiguous, thread_chunks
-from .fastmath import fast_sigmoid, fast_tanh
+from ..scalar import rnn as scalar_rnn
+from ._util import FASTMATH, chunk_bounds, contiguous, scalar_function, thread_chunks
 from .blas import gemm_routine
 from .gemm import gemm_nn, gemm_weight_t
 from .linalg import matmul
@@ -91,6 +91,15 @@ _KERNEL = dict(cache=True, fastmath=FASTMATH, error_model="numpy")
 _THREADED = dict(_KERNEL, parallel=True)
 
 
+# The gate math of one (row, unit): backend/scalar/rnn.py, shared with CUDA.
+_activate = scalar_function(scalar_rnn.activate)
+_activate_backward = scalar_function(scalar_rnn.activate_backward)
+_lstm_cell = scalar_function(scalar_rnn.lstm_cell)
+_lstm_cell_backward = scalar_function(scalar_rnn.lstm_cell_backward)
+_gru_cell = scalar_function(scalar_rnn.gru_cell)
+_gru_cell_backward = scalar_function(scalar_rnn.gru_cell_backward)
+
+
 @njit(**_KERNEL)
 def _rnn_step(pre, bias, h, relu):
     """h = act(h + pre + bias), in place: h holds h_{t-1} W_hh^T on entry."""
@@ -99,11 +108,7 @@ def _rnn_step(pre, bias, h, relu):
     for n in range(rows):
         p, y = pre[n], h[n]
         for j in range(hidden):
-            a = y[j] + p[j] + bias[j]
-            if relu:
-                y[j] = zero if a < zero else a
-            else:
-                y[j] = fast_tanh(a)
+            y[j] = _activate(y[j] + p[j] + bias[j], relu, zero)
 
 
 @njit(**_KERNEL)
@@ -114,10 +119,7 @@ def _rnn_step_backward(grad_h, h, grad_pre, relu, grad_bias):
     for n in range(rows):
         g, y, d = grad_h[n], h[n], grad_pre[n]
         for j in range(hidden):
-            if relu:
-                d[j] = g[j] if y[j] > zero else zero
-            else:
-                d[j] = g[j] * (one - y[j] * y[j])
+            d[j] = _activate_backward(g[j], y[j], relu, zero, one)
             grad_bias[j] += d[j]
 
 
@@ -126,20 +128,15 @@ def _lstm_step(gates, bias, c_prev, h, c):
     """gates (+ bias): preactivations [i, f, g, o] in, activations out; writes h and c."""
     rows, hidden = c.shape
     H = hidden
+    one = c.dtype.type(1)
     b_i, b_f, b_g, b_o = bias[:H], bias[H:2 * H], bias[2 * H:3 * H], bias[3 * H:]
     for n in range(rows):
         a_i, a_f, a_g, a_o = gates[n, :H], gates[n, H:2 * H], gates[n, 2 * H:3 * H], \
             gates[n, 3 * H:]
         cp, cn, hn = c_prev[n], c[n], h[n]
         for j in range(hidden):
-            i = fast_sigmoid(a_i[j] + b_i[j])
-            f = fast_sigmoid(a_f[j] + b_f[j])
-            g = fast_tanh(a_g[j] + b_g[j])
-            o = fast_sigmoid(a_o[j] + b_o[j])
-            c_new = f * cp[j] + i * g
-            cn[j] = c_new
-            hn[j] = o * fast_tanh(c_new)
-            a_i[j], a_f[j], a_g[j], a_o[j] = i, f, g, o
+            a_i[j], a_f[j], a_g[j], a_o[j], cn[j], hn[j] = _lstm_cell(
+                a_i[j] + b_i[j], a_f[j] + b_f[j], a_g[j] + b_g[j], a_o[j] + b_o[j], cp[j], one)
 
 
 @njit(**_KERNEL)
@@ -156,19 +153,13 @@ def _lstm_step_backward(grad_h, grad_c, gates, c_prev, c, grad_bias):
             gates[n, 3 * H:]
         dh, dc_n, cp, cn = grad_h[n], grad_c[n], c_prev[n], c[n]
         for j in range(hidden):
-            i, f, g, o = a_i[j], a_f[j], a_g[j], a_o[j]
-            tc = fast_tanh(cn[j])
-            dc = dc_n[j] + dh[j] * o * (one - tc * tc)
-            d_i = dc * g * i * (one - i)
-            d_f = dc * cp[j] * f * (one - f)
-            d_g = dc * i * (one - g * g)
-            d_o = dh[j] * tc * o * (one - o)
+            d_i, d_f, d_g, d_o, dc_n[j] = _lstm_cell_backward(
+                dh[j], dc_n[j], a_i[j], a_f[j], a_g[j], a_o[j], cp[j], cn[j], one)
             a_i[j], a_f[j], a_g[j], a_o[j] = d_i, d_f, d_g, d_o
             gb_i[j] += d_i
             gb_f[j] += d_f
             gb_g[j] += d_g
             gb_o[j] += d_o
-            dc_n[j] = dc * f
 
 
 @njit(**_KERNEL)
@@ -184,13 +175,11 @@ def _gru_step(gates, b_ih, gh, b_hh, h_prev, h, hn):
         h_r, h_z, h_n = gh[n, :H], gh[n, H:2 * H], gh[n, 2 * H:]
         hp, ho, hn_n = h_prev[n], h[n], hn[n]
         for j in range(hidden):
-            r = fast_sigmoid(x_r[j] + bx_r[j] + h_r[j] + bh_r[j])
-            z = fast_sigmoid(x_z[j] + bx_z[j] + h_z[j] + bh_z[j])
             ghn = h_n[j] + bh_n[j]
-            new = fast_tanh(x_n[j] + bx_n[j] + r * ghn)
-            ho[j] = (one - z) * new + z * hp[j]
+            x_r[j], x_z[j], x_n[j], ho[j] = _gru_cell(
+                x_r[j] + bx_r[j], x_z[j] + bx_z[j], x_n[j] + bx_n[j], h_r[j] + bh_r[j],
+                h_z[j] + bh_z[j], ghn, hp[j], one)
             hn_n[j] = ghn
-            x_r[j], x_z[j], x_n[j] = r, z, new
 
 
 @njit(**_KERNEL)
@@ -208,10 +197,9 @@ def _gru_step_backward(grad_h, gates, hn, h_prev, grad_gh, grad_h_prev, accumula
         d_hr, d_hz, d_hn = grad_gh[n, :H], grad_gh[n, H:2 * H], grad_gh[n, 2 * H:]
         dh, hp, ghn, dhp = grad_h[n], h_prev[n], hn[n], grad_h_prev[n]
         for j in range(hidden):
-            r, z, new = a_r[j], a_z[j], a_n[j]
-            d_n = dh[j] * (one - z) * (one - new * new)
-            d_z = dh[j] * (hp[j] - new) * z * (one - z)
-            d_r = d_n * ghn[j] * r * (one - r)
+            r = a_r[j]
+            d_r, d_z, d_n, direct = _gru_cell_backward(dh[j], r, a_z[j], a_n[j], ghn[j], hp[j],
+                                                       one)
             a_r[j], a_z[j], a_n[j] = d_r, d_z, d_n
             d_hr[j], d_hz[j], d_hn[j] = d_r, d_z, d_n * r
             gx_r[j] += d_r
@@ -221,9 +209,9 @@ def _gru_step_backward(grad_h, gates, hn, h_prev, grad_gh, grad_h_prev, accumula
             gh_z[j] += d_z
             gh_n[j] += d_n * r
             if accumulate:
-                dhp[j] += dh[j] * z
+                dhp[j] += direct
             else:
-                dhp[j] = dh[j] * z
+                dhp[j] = direct
 
 
 # --- helpers --------------------------------------------------------------------------

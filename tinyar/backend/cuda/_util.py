@@ -51,6 +51,22 @@ from numba import cuda  # noqa: E402  (after the shim)
 from numba.core.errors import NumbaPerformanceWarning  # noqa: E402
 
 from ...errors import DeviceError  # noqa: E402
+from ..scalar import compiler  # noqa: E402
+
+
+@cuda.jit(device=True)
+def _tanh(x):
+    return math.tanh(x)
+
+
+@cuda.jit(device=True)
+def _sigmoid(x, one):
+    return one / (one + math.exp(-x))
+
+
+#: ``scalar_function(f)``: a function of ``backend/scalar`` compiled as a CUDA device
+#: function (the CPU compiles the same source with ``njit``), with the GPU's tanh and exp.
+scalar_function = compiler(cuda.jit(device=True), {"tanh": _tanh, "sigmoid": _sigmoid})
 
 
 def _simulated():

@@ -4,34 +4,33 @@ All parameters of a model live in one flat buffer (``nn/parameter.py``), so
 a whole optimizer step is ONE kernel launch: thread i updates element i of
 the parameters, their gradients and the optimizer's moments, in registers,
 reading and writing each array once (a grid-stride loop over the buffer).
-The update of one element is the same code as on the CPU
-(``backend/cpu/optim.py``), in the same order of operations as
-``torch.optim``, so float32 trajectories agree to rounding.
+The update of one element is the same code as on the CPU: the update rules
+of ``backend/scalar/optim.py``, in the order of operations of ``torch.optim``,
+compiled here as device functions, so float32 trajectories agree to rounding.
 
 ``sum_of_squares`` (the gradient norm for clipping) reduces in float64: each
 block sums its share in shared memory, and thread 0 of each block adds the
 block's total into one float64 with an atomic add. Reading that number back
 is the one host-device synchronisation of a clipped step.
 """
-import math
 
 import numpy as np
 from numba import cuda, float64
 
 from ..ops.optim import BufferRules, flat_buffers, used_state
-from ._util import (THREADS, as_float, block_sum, blocks_for, device_empty, fill, flat, launch,
-                    launch_flat, scratch, contiguous)
+from ..scalar import optim as scalar_optim
+from ._util import (THREADS, as_float, block_sum, blocks_for, contiguous, device_empty, fill, flat,
+                    launch, launch_flat, scalar_function, scratch)
 
 __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squares", "zero_",
            "scale_", "clamp_"]
 
 
-@cuda.jit(device=True)
-def _lerp(start, end, weight, one_minus_weight):
-    """start + weight (end - start), the way torch.lerp writes it (exact at both ends)."""
-    if abs(weight) < 0.5:
-        return start + weight * (end - start)
-    return end - (end - start) * one_minus_weight
+# The update rules, one element at a time: backend/scalar/optim.py (shared with the CPU).
+_sgd_update = scalar_function(scalar_optim.sgd)
+_adagrad_update = scalar_function(scalar_optim.adagrad)
+_rmsprop_update = scalar_function(scalar_optim.rmsprop)
+_adam_update = scalar_function(scalar_optim.adam)
 
 
 # --- SGD ----------------------------------------------------------------------
@@ -39,14 +38,11 @@ def _lerp(start, end, weight, one_minus_weight):
 def _sgd(param, grad, buf, neg_lr, momentum, one_minus_dampening, weight_decay, nesterov,
          first_step):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i]
-        if weight_decay != 0:
-            g = g + weight_decay * param[i]
+        b = buf[i] if momentum != 0 else param[i]  # buf is unused (may be empty) without momentum
+        param[i], b = _sgd_update(param[i], grad[i], b, neg_lr, momentum, one_minus_dampening,
+                                  weight_decay, nesterov, first_step)
         if momentum != 0:
-            b = g if first_step else buf[i] * momentum + one_minus_dampening * g
             buf[i] = b
-            g = g + momentum * b if nesterov else b
-        param[i] = param[i] + neg_lr * g
 
 
 def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, nesterov,
@@ -66,12 +62,8 @@ def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, weight_decay, n
 @cuda.jit
 def _adagrad(param, grad, state_sum, neg_clr, weight_decay, eps):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i]
-        if weight_decay != 0:
-            g = g + weight_decay * param[i]
-        s = state_sum[i] + g * g
-        state_sum[i] = s
-        param[i] = param[i] + neg_clr * g / (math.sqrt(s) + eps)
+        param[i], state_sum[i] = _adagrad_update(param[i], grad[i], state_sum[i], neg_clr,
+                                                 weight_decay, eps)
 
 
 def adagrad_step(param, grad, state_sum, lr, lr_decay, weight_decay, eps, step):
@@ -88,22 +80,16 @@ def adagrad_step(param, grad, state_sum, lr, lr_decay, weight_decay, eps, step):
 def _rmsprop(param, grad, square_avg, grad_avg, buf, neg_lr, alpha, one_minus_alpha, eps,
              weight_decay, momentum, centered):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i]
-        if weight_decay != 0:
-            g = g + weight_decay * param[i]
-        v = square_avg[i] * alpha + one_minus_alpha * g * g
-        square_avg[i] = v
-        if centered:  # subtract the squared running mean: a variance estimate
-            m = _lerp(grad_avg[i], g, one_minus_alpha, alpha)
+        # grad_avg and buf are unused (may be empty) unless centered / momentum > 0
+        m = grad_avg[i] if centered else param[i]
+        b = buf[i] if momentum > 0 else param[i]
+        param[i], square_avg[i], m, b = _rmsprop_update(
+            param[i], grad[i], square_avg[i], m, b, neg_lr, alpha, one_minus_alpha, eps,
+            weight_decay, momentum, centered)
+        if centered:
             grad_avg[i] = m
-            v = v - m * m
-        denom = math.sqrt(v) + eps
         if momentum > 0:
-            b = buf[i] * momentum + g / denom
             buf[i] = b
-            param[i] = param[i] + neg_lr * b
-        else:
-            param[i] = param[i] + neg_lr * g / denom
 
 
 def rmsprop_step(param, grad, square_avg, grad_avg, momentum_buf, lr, alpha, eps, weight_decay,
@@ -126,25 +112,13 @@ def _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, neg_step_size, beta1
           one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, weight_decay,
           decay, decoupled, amsgrad):
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        g = grad[i]
-        p = param[i]
-        if weight_decay != 0:
-            if decoupled:
-                p = p * decay  # AdamW: shrink the weights, apart from the gradient
-            else:
-                g = g + weight_decay * p
-        m = _lerp(exp_avg[i], g, one_minus_beta1, beta1)
-        v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        if amsgrad:  # the largest second moment so far; a NaN propagates
-            v_max = max_exp_avg_sq[i]
-            if not v_max >= v:
-                v_max = v
+        v_max = max_exp_avg_sq[i] if amsgrad else param[i]  # unused (may be empty) otherwise
+        param[i], exp_avg[i], exp_avg_sq[i], v_max = _adam_update(
+            param[i], grad[i], exp_avg[i], exp_avg_sq[i], v_max, neg_step_size, beta1,
+            one_minus_beta1, beta2, one_minus_beta2, bias_correction2_sqrt, eps, weight_decay,
+            decay, decoupled, amsgrad)
+        if amsgrad:
             max_exp_avg_sq[i] = v_max
-            v = v_max
-        denom = math.sqrt(v) / bias_correction2_sqrt + eps
-        param[i] = p + neg_step_size * m / denom
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step,

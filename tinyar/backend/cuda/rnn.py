@@ -84,16 +84,17 @@ Launches per call (numba's own copies of strided inputs not counted):
     rnn/lstm/gru_cell_forward, rnn/lstm/gru_cell_backward: 1 each (one thread per (n, j))
     swap_axes01: 1
 
-Precision: exact ``math.tanh`` / ``math.exp`` (cheap on a GPU, unlike the
-CPU's libm calls), in the dtype of the arrays: float32 kernels use float32
+The gate math is ``backend/scalar/rnn.py``, the same functions the CPU's step
+kernels inline, compiled here as device functions. Precision: exact
+``math.tanh`` / ``math.exp`` (cheap on a GPU, unlike the CPU's libm calls), in
+the dtype of the arrays: float32 kernels use float32
 constants (``dtype.type(1)``) and never promote to float64.
 """
-import math
-
 from numba import cuda
 
+from ..scalar import rnn as scalar_rnn
 from ._util import (MAX_BLOCKS, SIMULATOR, THREADS, contiguous, flat, launch, launch_flat,
-                    out_like, updated_in_place)
+                    out_like, scalar_function, updated_in_place)
 
 __all__ = ["rnn_cell_forward", "rnn_cell_backward", "rnn_sequence_forward",
            "rnn_sequence_backward", "lstm_cell_forward", "lstm_cell_backward",
@@ -110,65 +111,13 @@ MAX_TILE_ROWS = 2 if SIMULATOR else THREADS
 
 
 # --- the gate math of one (row, unit), shared by the one-step and sequence kernels ----
-@cuda.jit(device=True)
-def _sigmoid(a, one):
-    return one / (one + math.exp(-a))
-
-
-@cuda.jit(device=True)
-def _activate(a, relu, zero):
-    """tanh(a), or relu(a)."""
-    if relu:
-        return a if a > zero else zero
-    return math.tanh(a)
-
-
-@cuda.jit(device=True)
-def _activate_backward(grad, y, relu, zero, one):
-    """dL/da from dL/dy and y = act(a): tanh' = 1 - y^2, relu' = [y > 0]."""
-    if relu:
-        return grad if y > zero else zero
-    return grad * (one - y * y)
-
-
-@cuda.jit(device=True)
-def _lstm_cell(a_i, a_f, a_g, a_o, c_prev, one):
-    """Preactivations -> (i, f, g, o, c, h)."""
-    i = _sigmoid(a_i, one)
-    f = _sigmoid(a_f, one)
-    g = math.tanh(a_g)
-    o = _sigmoid(a_o, one)
-    c = f * c_prev + i * g
-    return i, f, g, o, c, o * math.tanh(c)
-
-
-@cuda.jit(device=True)
-def _lstm_cell_backward(dh, dc_next, i, f, g, o, c_prev, c, one):
-    """(dL/dh_t, dL/dc_t from outside, the activations) -> (d a_i, d a_f, d a_g, d a_o,
-    dL/dc_{t-1})."""
-    tc = math.tanh(c)
-    dc = dc_next + dh * o * (one - tc * tc)
-    return (dc * g * i * (one - i), dc * c_prev * f * (one - f), dc * i * (one - g * g),
-            dh * tc * o * (one - o), dc * f)
-
-
-@cuda.jit(device=True)
-def _gru_cell(x_r, x_z, x_n, h_r, h_z, h_n, h_prev, one):
-    """x_*: x W_ih^T + b_ih, h_*: h_prev W_hh^T + b_hh, per gate -> (r, z, n, h)."""
-    r = _sigmoid(x_r + h_r, one)
-    z = _sigmoid(x_z + h_z, one)
-    n = math.tanh(x_n + r * h_n)
-    return r, z, n, (one - z) * n + z * h_prev
-
-
-@cuda.jit(device=True)
-def _gru_cell_backward(dh, r, z, n, hn, h_prev, one):
-    """-> (d a_r, d a_z, d a_n, the part of dL/dh_prev that bypasses W_hh = dh z).
-    dL/d(gh) is [d a_r, d a_z, d a_n r]."""
-    d_n = dh * (one - z) * (one - n * n)
-    d_z = dh * (h_prev - n) * z * (one - z)
-    d_r = d_n * hn * r * (one - r)
-    return d_r, d_z, d_n, dh * z
+# backend/scalar/rnn.py, the same functions the CPU's step kernels inline.
+_activate = scalar_function(scalar_rnn.activate)
+_activate_backward = scalar_function(scalar_rnn.activate_backward)
+_lstm_cell = scalar_function(scalar_rnn.lstm_cell)
+_lstm_cell_backward = scalar_function(scalar_rnn.lstm_cell_backward)
+_gru_cell = scalar_function(scalar_rnn.gru_cell)
+_gru_cell_backward = scalar_function(scalar_rnn.gru_cell_backward)
 
 
 # --- one time step: one thread per (row n, unit j) ------------------------------------
