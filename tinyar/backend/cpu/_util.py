@@ -4,7 +4,7 @@ from numba import get_num_threads, njit
 
 from .. import threads
 from ..scalar import compiler
-from .fastmath import fast_sigmoid, fast_tanh
+from .fastmath import fast_exp, fast_sigmoid, fast_tanh
 
 # LLVM may reassociate, contract into FMAs and use reciprocals, but must keep
 # NaN and infinity semantics: a NaN loss has to stay visible.
@@ -29,7 +29,8 @@ def _sigmoid(x, one):
     return fast_sigmoid(x)
 
 
-scalar_function = compiler(_scalar_jit, {"tanh": fast_tanh, "sigmoid": _sigmoid})
+scalar_function = compiler(_scalar_jit, {"tanh": fast_tanh, "sigmoid": _sigmoid,
+                                         "exp": fast_exp})
 
 
 def contiguous(x):

@@ -10,14 +10,13 @@ arithmetic, so that this loop and the CUDA kernel produce the same bits.
 (LLVM vectorises the loop: 1M mask entries take ~0.8 ms, half the time
 NumPy's ``rng.random(n) >= p`` took.)
 """
-import math
 
 import numpy as np
 from numba import njit
 
 from ..ops.elementwise import mask_arguments
-from ._util import ERROR_MODEL, FASTMATH, as_float, contiguous, flat, out_like
-from .fastmath import fast_sigmoid, fast_tanh
+from ..scalar import activations
+from ._util import ERROR_MODEL, FASTMATH, as_float, contiguous, flat, out_like, scalar_function
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
            "tanh_forward", "tanh_backward", "sigmoid_forward", "sigmoid_backward",
@@ -34,86 +33,102 @@ _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 
 
+# One element of each op: backend/scalar/activations.py, shared with CUDA.
+_relu_forward_one = scalar_function(activations.relu_forward)
+_relu_backward_one = scalar_function(activations.relu_backward)
+_leaky_relu_forward_one = scalar_function(activations.leaky_relu_forward)
+_leaky_relu_backward_one = scalar_function(activations.leaky_relu_backward)
+_tanh_forward_one = scalar_function(activations.tanh_forward)
+_tanh_backward_one = scalar_function(activations.tanh_backward)
+_sigmoid_forward_one = scalar_function(activations.sigmoid_forward)
+_sigmoid_backward_one = scalar_function(activations.sigmoid_backward)
+_gelu_forward_one = scalar_function(activations.gelu_forward)
+_gelu_backward_one = scalar_function(activations.gelu_backward)
+_gated_tanh_forward_one = scalar_function(activations.gated_tanh_forward)
+_gated_tanh_backward_one = scalar_function(activations.gated_tanh_backward)
+
+
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _relu(x, out):
+    zero = x.dtype.type(0)
     for i in range(x.size):
-        out[i] = x[i] if x[i] > 0 else 0
+        out[i] = _relu_forward_one(x[i], zero)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _relu_grad(grad, x, out):
+    zero = x.dtype.type(0)
     for i in range(x.size):
-        out[i] = grad[i] if x[i] > 0 else 0
+        out[i] = _relu_backward_one(grad[i], x[i], zero)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _leaky_relu(x, slope, out):
+    zero = x.dtype.type(0)
     for i in range(x.size):
-        out[i] = x[i] if x[i] > 0 else x[i] * slope
+        out[i] = _leaky_relu_forward_one(x[i], slope, zero)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _leaky_relu_grad(grad, x, slope, out):
+    zero = x.dtype.type(0)
     for i in range(x.size):
-        out[i] = grad[i] if x[i] > 0 else grad[i] * slope
+        out[i] = _leaky_relu_backward_one(grad[i], x[i], slope, zero)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _tanh(x, out):
     for i in range(x.size):
-        out[i] = fast_tanh(x[i])
+        out[i] = _tanh_forward_one(x[i])
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _tanh_grad(grad, y, out):
     one = y.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
     for i in range(y.size):
-        out[i] = grad[i] * (one - y[i] * y[i])
+        out[i] = _tanh_backward_one(grad[i], y[i], one)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _sigmoid(x, out):
+    one = x.dtype.type(1)
     for i in range(x.size):
-        out[i] = fast_sigmoid(x[i])
+        out[i] = _sigmoid_forward_one(x[i], one)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _sigmoid_grad(grad, y, out):
     one = y.dtype.type(1)
     for i in range(y.size):
-        out[i] = grad[i] * y[i] * (one - y[i])
+        out[i] = _sigmoid_backward_one(grad[i], y[i], one)
 
 
+# GELU in float64 arithmetic whatever the dtype (float64 constants; exact erf), as
+# before the functions were shared: float32 outputs are then correctly rounded.
 @njit(cache=True, error_model=ERROR_MODEL)
 def _gelu(x, out):
     for i in range(x.size):
-        v = x[i]
-        out[i] = 0.5 * v * (1.0 + math.erf(v * _SQRT_HALF))
+        out[i] = _gelu_forward_one(x[i], 0.5, 1.0, _SQRT_HALF)
 
 
 @njit(cache=True, error_model=ERROR_MODEL)
 def _gelu_grad(grad, x, out):
     for i in range(x.size):
-        v = x[i]
-        cdf = 0.5 * (1.0 + math.erf(v * _SQRT_HALF))
-        pdf = _INV_SQRT_2PI * math.exp(-0.5 * v * v)
-        out[i] = grad[i] * (cdf + v * pdf)
+        out[i] = _gelu_backward_one(grad[i], x[i], 0.5, 1.0, _SQRT_HALF, _INV_SQRT_2PI)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _gated_tanh(a, b, out):
+    one = a.dtype.type(1)
     for i in range(a.size):
-        out[i] = fast_tanh(a[i]) * fast_sigmoid(b[i])
+        out[i] = _gated_tanh_forward_one(a[i], b[i], one)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _gated_tanh_grad(grad, a, b, grad_a, grad_b):
     one = a.dtype.type(1)
     for i in range(a.size):
-        u, s = fast_tanh(a[i]), fast_sigmoid(b[i])
-        g = grad[i]
-        grad_a[i] = g * s * (one - u * u)
-        grad_b[i] = g * u * s * (one - s)
+        grad_a[i], grad_b[i] = _gated_tanh_backward_one(grad[i], a[i], b[i], one)
 
 
 @njit(cache=True, inline="always")

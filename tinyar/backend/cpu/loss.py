@@ -11,13 +11,12 @@ in one or two sweeps:
 Targets are assumed valid here: the layers check them (``check_targets``)
 before calling, since an index outside [0, C) would read out of bounds.
 """
-import math
-
 import numpy as np
 from numba import njit
 
-from ._util import ERROR_MODEL, FASTMATH, as_float, contiguous, flat, out_like
-from .fastmath import fast_exp, fast_sigmoid
+from ..scalar import loss as scalar_loss
+from ._util import ERROR_MODEL, FASTMATH, as_float, contiguous, flat, out_like, scalar_function
+from .fastmath import fast_exp
 from .softmax import IN_ORDER, row_log_sum_exp
 
 __all__ = ["cross_entropy_forward", "cross_entropy_backward", "nll_forward", "nll_backward",
@@ -156,18 +155,24 @@ def nll_backward(targets, row_scale, num_classes, weight=None, ignore_index=-100
 
 
 # --- elementwise losses: mean squared error, binary cross-entropy with logits ---
+# One element of each: backend/scalar/loss.py, shared with CUDA.
+_squared_error = scalar_function(scalar_loss.squared_error)
+_squared_error_backward = scalar_function(scalar_loss.squared_error_backward)
+_bce_with_logits = scalar_function(scalar_loss.bce_with_logits)
+_bce_with_logits_backward = scalar_function(scalar_loss.bce_with_logits_backward)
+
+
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _mse(x, t, out):
     for i in range(x.size):
-        d = x[i] - t[i]
-        out[i] = d * d
+        out[i] = _squared_error(x[i], t[i])
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _mse_grad(x, t, grad, has_grad, two_scale, out):
     for i in range(x.size):
         g = grad[i] if has_grad else x.dtype.type(1)
-        out[i] = two_scale * g * (x[i] - t[i])
+        out[i] = _squared_error_backward(g, x[i], t[i], two_scale)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -176,11 +181,7 @@ def _bce(x, t, pos_weight, out):
     one, zero = x.dtype.type(1), x.dtype.type(0)
     for r in range(x.shape[0]):
         for c in range(x.shape[1]):
-            v, y = x[r, c], t[r, c]
-            log_weight = one + (pos_weight[c] - one) * y
-            # softplus(-v) = log(1 + e^-v), computed without overflow for either sign of v
-            softplus_neg = math.log1p(fast_exp(-abs(v))) + (-v if v < zero else zero)
-            out[r, c] = (one - y) * v + log_weight * softplus_neg
+            out[r, c] = _bce_with_logits(x[r, c], t[r, c], pos_weight[c], one, zero)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -188,10 +189,9 @@ def _bce_grad(x, t, pos_weight, grad, has_grad, scale, out):
     one = x.dtype.type(1)
     for r in range(x.shape[0]):
         for c in range(x.shape[1]):
-            v, y = x[r, c], t[r, c]
-            log_weight = one + (pos_weight[c] - one) * y
             g = grad[r, c] if has_grad else one
-            out[r, c] = scale * g * ((one - y) - log_weight * fast_sigmoid(-v))
+            out[r, c] = _bce_with_logits_backward(g, x[r, c], t[r, c], pos_weight[c], scale,
+                                                  one)
 
 
 def _upstream(grad, like):

@@ -66,7 +66,13 @@ def _sigmoid(x, one):
 
 #: ``scalar_function(f)``: a function of ``backend/scalar`` compiled as a CUDA device
 #: function (the CPU compiles the same source with ``njit``), with the GPU's tanh and exp.
-scalar_function = compiler(cuda.jit(device=True), {"tanh": _tanh, "sigmoid": _sigmoid})
+@cuda.jit(device=True)
+def _exp(x):
+    return math.exp(x)
+
+
+scalar_function = compiler(cuda.jit(device=True), {"tanh": _tanh, "sigmoid": _sigmoid,
+                                                   "exp": _exp})
 
 
 def _simulated():

@@ -18,14 +18,14 @@ shape and sums the coordinates times the input's strides along the same
 axes. The shape and strides travel as small int64 device arrays, copied
 once per (shape, axes) and then reused.
 """
-import math
 from functools import lru_cache
 
 import numpy as np
 from numba import cuda
 
 from ..ops.elementwise import PHILOX_M, PHILOX_ROUNDS, PHILOX_W, mask_arguments
-from ._util import as_float, contiguous, device, flat, launch_flat, out_like
+from ..scalar import activations
+from ._util import as_float, contiguous, device, flat, launch_flat, out_like, scalar_function
 
 __all__ = ["relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
            "tanh_forward", "tanh_backward", "sigmoid_forward", "sigmoid_backward",
@@ -40,86 +40,88 @@ _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 
 
+# One element of each op: backend/scalar/activations.py, shared with the CPU.
+_relu_forward_one = scalar_function(activations.relu_forward)
+_relu_backward_one = scalar_function(activations.relu_backward)
+_leaky_relu_forward_one = scalar_function(activations.leaky_relu_forward)
+_leaky_relu_backward_one = scalar_function(activations.leaky_relu_backward)
+_tanh_forward_one = scalar_function(activations.tanh_forward)
+_tanh_backward_one = scalar_function(activations.tanh_backward)
+_sigmoid_forward_one = scalar_function(activations.sigmoid_forward)
+_sigmoid_backward_one = scalar_function(activations.sigmoid_backward)
+_gelu_forward_one = scalar_function(activations.gelu_forward)
+_gelu_backward_one = scalar_function(activations.gelu_backward)
+_gated_tanh_forward_one = scalar_function(activations.gated_tanh_forward)
+_gated_tanh_backward_one = scalar_function(activations.gated_tanh_backward)
+
+
 @cuda.jit
 def _relu(x, out):
     zero = x.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        out[i] = x[i] if x[i] > zero else zero
+        out[i] = _relu_forward_one(x[i], zero)
 
 
 @cuda.jit
 def _relu_grad(grad, x, out):
     zero = x.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        out[i] = grad[i] if x[i] > zero else zero
+        out[i] = _relu_backward_one(grad[i], x[i], zero)
 
 
 @cuda.jit
 def _leaky_relu(x, slope, out):
     zero = x.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        out[i] = x[i] if x[i] > zero else x[i] * slope
+        out[i] = _leaky_relu_forward_one(x[i], slope, zero)
 
 
 @cuda.jit
 def _leaky_relu_grad(grad, x, slope, out):
     zero = x.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        out[i] = grad[i] if x[i] > zero else grad[i] * slope
+        out[i] = _leaky_relu_backward_one(grad[i], x[i], slope, zero)
 
 
 @cuda.jit
 def _tanh(x, out):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        out[i] = math.tanh(x[i])
+        out[i] = _tanh_forward_one(x[i])
 
 
 @cuda.jit
 def _tanh_grad(grad, y, out):
     one = y.dtype.type(1)
     for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
-        out[i] = grad[i] * (one - y[i] * y[i])
-
-
-@cuda.jit(device=True)
-def sigmoid(v, one):
-    """1 / (1 + e^-v) without overflow: e^-v is only formed for v >= 0.
-    (``one`` is 1 in v's dtype: a device function cannot make it from a scalar.)"""
-    if v >= 0:
-        return one / (one + math.exp(-v))
-    e = math.exp(v)
-    return e / (one + e)
+        out[i] = _tanh_backward_one(grad[i], y[i], one)
 
 
 @cuda.jit
 def _sigmoid(x, out):
     one = x.dtype.type(1)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        out[i] = sigmoid(x[i], one)
+        out[i] = _sigmoid_forward_one(x[i], one)
 
 
 @cuda.jit
 def _sigmoid_grad(grad, y, out):
     one = y.dtype.type(1)
     for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
-        out[i] = grad[i] * y[i] * (one - y[i])
+        out[i] = _sigmoid_backward_one(grad[i], y[i], one)
 
 
 @cuda.jit
 def _gated_tanh(a, b, out):
     one = a.dtype.type(1)
     for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
-        out[i] = math.tanh(a[i]) * sigmoid(b[i], one)
+        out[i] = _gated_tanh_forward_one(a[i], b[i], one)
 
 
 @cuda.jit
 def _gated_tanh_grad(grad, a, b, grad_a, grad_b):
     one = a.dtype.type(1)
     for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
-        u, s = math.tanh(a[i]), sigmoid(b[i], one)
-        g = grad[i]
-        grad_a[i] = g * s * (one - u * u)
-        grad_b[i] = g * u * s * (one - s)
+        grad_a[i], grad_b[i] = _gated_tanh_backward_one(grad[i], a[i], b[i], one)
 
 
 @cuda.jit
@@ -127,8 +129,7 @@ def _gelu(x, out):
     half, one = x.dtype.type(0.5), x.dtype.type(1)
     sqrt_half = x.dtype.type(_SQRT_HALF)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = x[i]
-        out[i] = half * v * (one + math.erf(v * sqrt_half))
+        out[i] = _gelu_forward_one(x[i], half, one, sqrt_half)
 
 
 @cuda.jit
@@ -136,10 +137,7 @@ def _gelu_grad(grad, x, out):
     half, one = x.dtype.type(0.5), x.dtype.type(1)
     sqrt_half, inv_sqrt_2pi = x.dtype.type(_SQRT_HALF), x.dtype.type(_INV_SQRT_2PI)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v = x[i]
-        cdf = half * (one + math.erf(v * sqrt_half))
-        pdf = inv_sqrt_2pi * math.exp(-half * v * v)
-        out[i] = grad[i] * (cdf + v * pdf)
+        out[i] = _gelu_backward_one(grad[i], x[i], half, one, sqrt_half, inv_sqrt_2pi)
 
 
 @cuda.jit(device=True)

@@ -22,9 +22,9 @@ import math
 import numpy as np
 from numba import cuda
 
+from ..scalar import loss as scalar_loss
 from ._util import (ROW_THREADS, as_float, block_sum, contiguous, device, flat, launch_flat,
-                    launch_rows, ones, out_like)
-from .elementwise import sigmoid
+                    launch_rows, ones, out_like, scalar_function)
 from .softmax import row_log_sum_exp
 
 __all__ = ["cross_entropy_forward", "cross_entropy_backward", "nll_forward", "nll_backward",
@@ -175,18 +175,24 @@ def nll_backward(targets, row_scale, num_classes, weight=None, ignore_index=-100
 
 
 # --- elementwise losses: mean squared error, binary cross-entropy with logits ---
+# One element of each: backend/scalar/loss.py, shared with the CPU.
+_squared_error = scalar_function(scalar_loss.squared_error)
+_squared_error_backward = scalar_function(scalar_loss.squared_error_backward)
+_bce_with_logits = scalar_function(scalar_loss.bce_with_logits)
+_bce_with_logits_backward = scalar_function(scalar_loss.bce_with_logits_backward)
+
+
 @cuda.jit
 def _mse(x, t, out):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        d = x[i] - t[i]
-        out[i] = d * d
+        out[i] = _squared_error(x[i], t[i])
 
 
 @cuda.jit
 def _mse_grad(x, t, grad, has_grad, two_scale, out):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
         g = grad[i] if has_grad else x.dtype.type(1)
-        out[i] = two_scale * g * (x[i] - t[i])
+        out[i] = _squared_error_backward(g, x[i], t[i], two_scale)
 
 
 @cuda.jit
@@ -195,11 +201,7 @@ def _bce(x, t, pos_weight, out):
     one, zero = x.dtype.type(1), x.dtype.type(0)
     k = pos_weight.size
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v, y = x[i], t[i]
-        log_weight = one + (pos_weight[i % k] - one) * y
-        # softplus(-v) = log(1 + e^-v), computed without overflow for either sign of v
-        softplus_neg = math.log1p(math.exp(-abs(v))) + (-v if v < zero else zero)
-        out[i] = (one - y) * v + log_weight * softplus_neg
+        out[i] = _bce_with_logits(x[i], t[i], pos_weight[i % k], one, zero)
 
 
 @cuda.jit
@@ -207,10 +209,8 @@ def _bce_grad(x, t, pos_weight, grad, has_grad, scale, out):
     one = x.dtype.type(1)
     k = pos_weight.size
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        v, y = x[i], t[i]
-        log_weight = one + (pos_weight[i % k] - one) * y
         g = grad[i] if has_grad else one
-        out[i] = scale * g * ((one - y) - log_weight * sigmoid(-v, one))
+        out[i] = _bce_with_logits_backward(g, x[i], t[i], pos_weight[i % k], scale, one)
 
 
 def _pair(input, target):

@@ -20,3 +20,7 @@ def tanh(x):
 def sigmoid(x, one):
     """1 / (1 + e^-x)."""
     return one / (one + math.exp(-x))
+
+
+def exp(x):
+    return math.exp(x)

@@ -1,0 +1,67 @@
+"""Activations and their derivatives, one element at a time: the bodies of the
+elementwise kernels of ``cpu/elementwise.py`` and ``cuda/elementwise.py``, named
+as the ops they serve.
+
+Backward functions take what the forward saved: the input x (ReLU, GELU, gated
+tanh) or the output y (tanh: 1 - y^2, sigmoid: y (1 - y)). ``zero``, ``one``,
+``half`` and the GELU constants come from the kernel, in the dtype it computes
+in.
+"""
+import math
+
+from .functions import sigmoid, tanh
+
+
+def relu_forward(x, zero):
+    return x if x > zero else zero
+
+
+def relu_backward(grad, x, zero):
+    return grad if x > zero else zero
+
+
+def leaky_relu_forward(x, slope, zero):
+    return x if x > zero else x * slope
+
+
+def leaky_relu_backward(grad, x, slope, zero):
+    return grad if x > zero else grad * slope
+
+
+def tanh_forward(x):
+    return tanh(x)
+
+
+def tanh_backward(grad, y, one):
+    return grad * (one - y * y)
+
+
+def sigmoid_forward(x, one):
+    return sigmoid(x, one)
+
+
+def sigmoid_backward(grad, y, one):
+    return grad * y * (one - y)
+
+
+def gelu_forward(x, half, one, sqrt_half):
+    """x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, the exact GELU."""
+    return half * x * (one + math.erf(x * sqrt_half))
+
+
+def gelu_backward(grad, x, half, one, sqrt_half, inv_sqrt_2pi):
+    """dGELU/dx = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi)."""
+    cdf = half * (one + math.erf(x * sqrt_half))
+    pdf = inv_sqrt_2pi * math.exp(-half * x * x)
+    return grad * (cdf + x * pdf)
+
+
+def gated_tanh_forward(a, b, one):
+    """tanh(a) sigmoid(b), WaveNet's gated activation."""
+    return tanh(a) * sigmoid(b, one)
+
+
+def gated_tanh_backward(grad, a, b, one):
+    """-> (dL/da, dL/db) of tanh(a) sigmoid(b)."""
+    u, s = tanh(a), sigmoid(b, one)
+    return grad * s * (one - u * u), grad * u * s * (one - s)
