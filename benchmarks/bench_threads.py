@@ -4,7 +4,7 @@ BLAS buys each part of the word LM training step.
     python benchmarks/bench_threads.py [--rounds 8] [--repeats 20]
 
 Where MKL runs on GNU OpenMP (``pip install -e ".[mkl]"``), tinyar's kernels may
-use every core between two matrix products (``tinyar/backend/threads.py``):
+use every core between two matrix products (``tinyar/backend/cpu/threads.py``):
 ``threads.PARALLEL_KERNELS`` is then True. This script switches that flag off
 and on, alternating for ``--rounds`` rounds so that the machine's drift hits
 both alike, and prints the median of the per-round medians of each part of the
@@ -95,7 +95,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     steps = parts()  # imports the CPU backend, which applies the thread policy
-    from tinyar.backend import threads
+    from tinyar.backend.cpu import threads
     policy = threads.PARALLEL_KERNELS
     results = {name: {False: [], True: []} for name in steps}
     try:

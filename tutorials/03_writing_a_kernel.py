@@ -159,7 +159,7 @@ def lstm_cell_libm(gates, c_prev, h, c):
 #   pool (MKL on GNU OpenMP, the `mkl` extra) do the big sweeps get a threaded
 #   twin: the same loop over a range of rows, called once per thread from a
 #   `prange`. The recurrent layers split the batch that way, each thread
-#   running the whole time loop of its rows (`tinyar/backend/threads.py` has the
+#   running the whole time loop of its rows (`tinyar/backend/cpu/threads.py` has the
 #   policy and the measurements, `tinyar/backend/cpu/rnn.py` the split).
 # * **`fastmath=FASTMATH`** lets LLVM reorder additions, fuse multiply-adds and
 #   use SIMD instructions. tinyar's set (`tinyar/backend/cpu/_util.py`) leaves out

@@ -43,7 +43,7 @@ from numba import njit
 import tinyar
 from tinyar import nn
 from tinyar.backend import backend_of
-from tinyar.backend.threads import set_blas_threads
+from tinyar.backend.cpu.threads import set_blas_threads
 from tinyar.data import GLYPH_CHARS, make_glyphs
 from tinyar.inspect import gradcheck
 from tinyar.nn.conv import Conv2d

@@ -40,7 +40,7 @@ import numpy as np
 
 import tinyar
 from tinyar import nn
-from tinyar.backend.threads import set_blas_threads
+from tinyar.backend.cpu.threads import set_blas_threads
 from tinyar.inspect import compare_cells, gradcheck, remember_bias
 from tinyar.inspect.bptt import steps_back
 from tinyar.nn.loss import CrossEntropyLoss

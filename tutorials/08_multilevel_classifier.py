@@ -46,7 +46,7 @@ import time
 import numpy as np
 
 import tinyar
-from tinyar.backend.threads import set_blas_threads
+from tinyar.backend.cpu.threads import set_blas_threads
 from tinyar.data import GLYPH_CHARS, hierarchy_for, make_glyphs, save_grid_png
 from tinyar.inspect.confusion import plot_confusion_matrix
 from tinyar.models.classifiers import CNNClassifier

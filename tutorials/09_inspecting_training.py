@@ -38,7 +38,7 @@ from matplotlib import colormaps
 
 import tinyar
 from tinyar import nn
-from tinyar.backend.threads import set_blas_threads
+from tinyar.backend.cpu.threads import set_blas_threads
 from tinyar.data import make_spiral
 from tinyar.inspect import Recorder, write_report
 from tinyar.inspect.figures import gradient_flow, plot_histograms

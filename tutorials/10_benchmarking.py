@@ -44,7 +44,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 
 import tinyar
-from tinyar.backend.threads import set_blas_threads
+from tinyar.backend.cpu.threads import set_blas_threads
 
 # the benchmark scripts live in benchmarks/ at the top of the repository
 sys.path.insert(0, str(HERE.parent / "benchmarks"))
@@ -178,10 +178,10 @@ def interleaved(steps, warmup=3, repeats=15, rounds=3):
 # cores are the worst case, so tinyar keeps one: beside NumPy's OpenBLAS its own
 # kernels are serial and the matrix products use BLAS's threads; with MKL (the
 # `mkl` extra) MKL and Numba share GNU OpenMP's threads, and the kernels between
-# the products run on every core too (`tinyar/backend/threads.py` explains the
+# the products run on every core too (`tinyar/backend/cpu/threads.py` explains the
 # policy; `benchmarks/bench_threads.py` times the kernels both ways).
 #
-# `tinyar.backend.threads.set_blas_threads(n)` sets the number of BLAS threads
+# `tinyar.backend.cpu.threads.set_blas_threads(n)` sets the number of BLAS threads
 # while the program runs (`TINYAR_BLAS_THREADS=n` in the environment does it at
 # import time); `torch.set_num_threads(n)` is PyTorch's. Here is the MLP step with
 # one thread and with one per core:

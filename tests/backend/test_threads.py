@@ -4,7 +4,7 @@ import numba
 import numpy as np
 
 import tinyar
-from tinyar.backend import threads
+from tinyar.backend.cpu import threads
 from tinyar.backend.cpu import blas
 
 

@@ -349,7 +349,7 @@ def test_rejects_bad_arguments(make, message):
 @pytest.mark.parametrize("stride,padding,dilation", [((1, 1), (0, 0, 0, 0), (1, 1)),
                                                      ((2, 1), (1, 2, 0, 1), (1, 2))])
 def test_threaded_conv_kernels_match_the_serial_ones(stride, padding, dilation, monkeypatch):
-    from tinyar.backend import threads
+    from tinyar.backend.cpu import threads
     from tinyar.backend.cpu import _util, conv as kernels
     rng = np.random.default_rng(5)
     x = rng.standard_normal((5, 3, 9, 8))

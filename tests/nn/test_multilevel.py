@@ -164,7 +164,7 @@ def test_predict_levels_computes_the_coarse_level_once(decode, monkeypatch):
 def test_threaded_class_loop_matches_the_serial_one(dtype, monkeypatch):
     """With kernels allowed threads, runs of class blocks of near-equal work go to the
     threads (cpu/multilevel.py); the loss and every gradient stay the serial loop's."""
-    from tinyar.backend import threads
+    from tinyar.backend.cpu import threads
     from tinyar.backend.cpu import _util, multilevel
     m = head(60, 7, 9, dtype=dtype)
     rng = np.random.default_rng(5)
@@ -198,7 +198,7 @@ def test_threaded_class_loop_matches_the_serial_one(dtype, monkeypatch):
 def test_one_dominant_class_block_stays_on_the_serial_loop(monkeypatch):
     """A split into a single run would put every product on one thread; the serial loop,
     whose products the BLAS threads, runs it instead."""
-    from tinyar.backend import threads
+    from tinyar.backend.cpu import threads
     from tinyar.backend.cpu import _util, multilevel
     monkeypatch.setattr(threads, "PARALLEL_KERNELS", True)
     monkeypatch.setattr(_util, "PARALLEL_MIN_ELEMENTS", 0)

@@ -189,7 +189,7 @@ def test_any_buffer_size(n, on_threads, seed):
 def test_zero_clears_every_element(n, on_threads, monkeypatch):
     """zero_ (``zero_grad``): every element, on one thread and, where kernels may share
     the BLAS's threads, on several (chunks that come out empty included)."""
-    from tinyar.backend import threads
+    from tinyar.backend.cpu import threads
     from tinyar.backend.cpu import _util
     if on_threads:
         monkeypatch.setattr(threads, "PARALLEL_KERNELS", True)

@@ -6,7 +6,7 @@ from, so that ``B.lstm_sequence_forward`` in a layer leads here, then to
 ``cpu/rnn.py``. ``backend/cuda`` has the same files and names.
 """
 from . import blas  # noqa: F401  (chooses the BLAS: the threading policy depends on it)
-from .. import threads
+from . import threads
 from . import malloc  # noqa: F401  (keeps freed memory for the next step: see malloc.py)
 from .cache import configure as _configure_cache
 

@@ -2,7 +2,7 @@
 import numpy as np
 from numba import get_num_threads, njit
 
-from .. import threads
+from . import threads
 from ..scalar import compiler
 from .fastmath import fast_exp, fast_sigmoid, fast_tanh
 
@@ -58,7 +58,7 @@ def as_float(value, like):
 
 
 # Below this many elements a sweep stays on one thread even where kernels may use
-# all (backend/threads.py): an omp prange launch costs ~2 us, a serial sweep of
+# all (backend/cpu/threads.py): an omp prange launch costs ~2 us, a serial sweep of
 # 64k floats ~15 us.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 

@@ -21,7 +21,7 @@ reference-count update. With these, im2col went from 2.2 ms to 0.8 ms.
 Threads. Each copy kernel takes a range of samples (channels for
 ``to_channel_major``, whose bias gradient sums over samples), so that one
 call can do it all on one thread or a ``prange`` can split it. Split only where
-the kernels share BLAS's threads (MKL on GNU OpenMP, ``backend/threads.py``):
+the kernels share BLAS's threads (MKL on GNU OpenMP, ``backend/cpu/threads.py``):
 next to OpenBLAS, ``prange`` versions of im2col, col2im and the max-pool made
 LeNet's training step slower, 14.0-14.6 ms against 12.9-13.4 ms serial (2
 cores, workqueue layer), since the OpenBLAS workers still spin on the second

@@ -2,7 +2,7 @@
 
 Each kernel works on flat 1-D views; the Python wrapper above it makes the
 input contiguous and allocates the output. Serial on purpose (see
-``backend/threads.py``).
+``backend/cpu/threads.py``).
 
 Dropout masks: Philox2x32-10 of (seed, offset + i) for element i, the
 generator described in ``backend/ops/elementwise.py``, in uint64 integer

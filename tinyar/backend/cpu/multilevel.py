@@ -19,7 +19,7 @@ passed as an argument (the same technique as the recurrent time loops in
         db_g += sum_rows P_g
 
 Where kernels may share the BLAS's threads (MKL on GNU OpenMP,
-``backend/threads.py``), the class blocks are split into one run per thread
+``backend/cpu/threads.py``), the class blocks are split into one run per thread
 of near-equal work (rows x labels); blocks share nothing, so the runs need no
 synchronisation. For the word LM (V = 10,000, C = 100, 1,120 rows of 256) the
 fine level went from 1.1 to 0.54 ms forward and from 2.0 to 0.90 ms backward.

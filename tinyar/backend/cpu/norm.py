@@ -13,7 +13,7 @@ the affine transform in the same loop: y = (x - mean) * (rstd * weight) + bias.
 
 A missing weight / bias (no affine transform) is passed to the kernels as
 ones / zeros, and a missing gradient as a scratch array, so one kernel serves
-every variant. Serial on purpose (``backend/threads.py``).
+every variant. Serial on purpose (``backend/cpu/threads.py``).
 """
 import math
 

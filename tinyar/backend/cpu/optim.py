@@ -11,7 +11,7 @@ gradients and the optimizer's moments. Each optimizer has
   thread (``prange``), each running the plain loop on its slice (a slice,
   not ``range(lo, hi)``: a loop that does not start at 0 does not vectorise,
   as Numba must allow for negative indices). Sweeps over whole parameter
-  buffers are the only kernels allowed threads (``backend/threads.py``);
+  buffers are the only kernels allowed threads (``backend/cpu/threads.py``);
 * the public op, which checks the buffers, turns the hyperparameters into
   scalars of the buffer's dtype, and keeps small buffers on one thread, where
   starting the others would cost more than it saves.
@@ -29,7 +29,7 @@ of raising, which lets LLVM vectorise the loops that divide.
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .. import threads
+from . import threads
 from ..ops.optim import BufferRules, flat_buffers, used_state
 from ..scalar import optim as scalar_optim
 from ._util import (FASTMATH, as_float, chunk_bounds, contiguous, flat, scalar_function,
@@ -40,7 +40,7 @@ __all__ = ["sgd_step", "adagrad_step", "rmsprop_step", "adam_step", "sum_of_squa
 
 # Buffers smaller than this are swept by one thread. Measured on the 2-core
 # development machine: one thread runs Adam over 669,706 float32 in 0.37 ms
-# (the loop vectorises); the workqueue threading layer (backend/threads.py)
+# (the loop vectorises); the workqueue threading layer (backend/cpu/threads.py)
 # costs 20-60 us a launch and its second worker woke too late to help
 # (0.41 ms on two threads), while the omp layer halved it (0.19 ms). These
 # thresholds keep the launch cost under ~10 % of a sweep where threads do pay.
@@ -314,7 +314,7 @@ def clamp_(x, low, high):
 # --- helpers ------------------------------------------------------------------
 def _launch(one_thread, on_threads, min_size, x, *args):
     """One sweep over buffer ``x`` (and the rest): on one thread when small (or where
-    threads cannot start, ``backend/threads.py``), else on all."""
+    threads cannot start, ``backend/cpu/threads.py``), else on all."""
     if x.size < min_size or not threads.THREADS_USABLE:
         one_thread(x, *args)
     else:

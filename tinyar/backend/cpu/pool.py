@@ -12,7 +12,7 @@ indices (see ``conv.py`` for why unsigned). LeNet's first pool, 64 x 32
 planes of 26 x 26: 1.05 ms against 2.9 ms for the general loop (one thread).
 
 Serial, except where the threads are shared with the BLAS (MKL on GNU OpenMP,
-``backend/threads.py``): then the 2x2 max-pool, forward and backward, splits
+``backend/cpu/threads.py``): then the 2x2 max-pool, forward and backward, splits
 its planes over all cores (LeNet's step: 11.2 -> 9.8 ms with the omp layer;
 no gain on the workqueue layer next to OpenBLAS, so serial there).
 """

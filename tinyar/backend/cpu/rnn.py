@@ -58,7 +58,7 @@ thin matrices), the big products ~45 ms (~300 GFLOP/s), the gate kernels
 ~13 ms, layout copies and the rest ~3 ms (OpenBLAS; serial kernels).
 
 * **Threads: one block of batch rows each.** Where kernels may share the
-  BLAS's threads (MKL on GNU OpenMP, ``backend/threads.py``), each thread runs
+  BLAS's threads (MKL on GNU OpenMP, ``backend/cpu/threads.py``), each thread runs
   the whole recurrence of its own rows, products and gate kernels alike, with
   no synchronisation until the end; otherwise the loop is serial and BLAS
   threads each product. For the word LM's LSTM (H = 256, batch 32, T = 35)
@@ -354,7 +354,7 @@ MIN_ROWS_PER_THREAD = 8
 
 def _pieces(gates):
     """How many row blocks the time loop over ``gates`` (T, N, G*H) runs as: one per
-    thread where kernels may share the BLAS's threads (``backend/threads.py``) and
+    thread where kernels may share the BLAS's threads (``backend/cpu/threads.py``) and
     the batch is wide enough, else 1 (the serial loop, BLAS threading each product)."""
     return thread_chunks(gates.size, gates.shape[1] // MIN_ROWS_PER_THREAD)
 

@@ -9,7 +9,7 @@ Every kernel walks the rows one at a time, and inside a row does
 
 A row of 10,000 float32 logits is 40 KB: it stays in cache between the two
 passes, so "max, then sum-exp" costs little more than one sweep of memory.
-Kernels are serial (``backend/threads.py``).
+Kernels are serial (``backend/cpu/threads.py``).
 
 The vectorisable ``fast_exp`` and ``maxnum`` they use live in ``fastmath.py``.
 """

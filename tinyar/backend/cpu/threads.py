@@ -1,12 +1,12 @@
 """How Numba's threads and the BLAS threads share the cores: decided once, here.
 
-Measured on the 2-core development machines (see ../shared/NUMBA_NOTES.md;
-``benchmarks/bench_threads.py`` times the kernels serial against threaded):
+Measured on the 2-core development machines (``docs/performance.md`` keeps the
+figures; ``benchmarks/bench_threads.py`` times the kernels serial against threaded):
 with Numba's default OpenMP threading layer, a ``prange`` kernel called
 between two OpenBLAS matrix products made the pair about 16x slower (7.7 ms
 instead of 0.48 ms), because the OpenMP workers spin after the kernel and
 steal the cores the BLAS threads need. Two pools of threads on the same cores
-fight; one pool does not. So the policy depends on the BLAS (``cpu/blas.py``):
+fight; one pool does not. So the policy depends on the BLAS (``blas.py``):
 
 With MKL (the ``mkl`` extra), one pool: MKL is told to run on GNU OpenMP
 (``MKL_THREADING_LAYER=GNU``) and Numba on its ``omp`` layer, the same
@@ -44,7 +44,7 @@ With NumPy's OpenBLAS (the default install), OpenBLAS keeps its own pthreads:
    where other processes keep the cores busy, OpenBLAS's spinning threads can
    collapse (an LSTM language-model step measured 3.1 s instead of 41 ms
    while another process used a core): set ``TINYAR_BLAS_THREADS=1`` there,
-   or call ``tinyar.backend.threads.set_blas_threads(1)``.
+   or call ``tinyar.backend.cpu.threads.set_blas_threads(1)``.
 """
 import os
 
@@ -60,7 +60,7 @@ THREADS_USABLE = True
 def configure() -> None:
     """Apply the policy; called once when the CPU backend is imported."""
     global THREADING_LAYER, PARALLEL_KERNELS
-    from .cpu import blas
+    from . import blas
     one_pool = blas.LIBRARY == "mkl" and blas.mkl_threading() == "gnu"
     THREADING_LAYER = os.environ.get("NUMBA_THREADING_LAYER") or \
         ("omp" if one_pool else "workqueue")
@@ -84,13 +84,13 @@ def _serial_after_fork():
 
 def get_blas_threads():
     """The BLAS's thread count, MKL's or NumPy's OpenBLAS's (None where it cannot be read)."""
-    from .cpu.blas import get_threads
+    from .blas import get_threads
     return get_threads()
 
 
 def set_blas_threads(n):
-    """How many threads the BLAS (``cpu/blas.py``) may use for matrix products; False if
+    """How many threads the BLAS (``blas.py``) may use for matrix products; False if
     it cannot be told."""
-    from .cpu.blas import set_threads
+    from .blas import set_threads
     return set_threads(n)
 
