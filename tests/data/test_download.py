@@ -56,7 +56,8 @@ def test_fetch_wrong_hash_writes_nothing(tmp_path, served):
                                             r"Nothing was written"):
         fetch(url, "data.txt", "0" * 64, directory=tmp_path / "c", progress=False)
     assert list((tmp_path / "c").iterdir()) == []
-    with pytest.raises(DownloadError, match="100,000 bytes.*expected 7 bytes"):
+    # a server that sends more than the expected size is cut off there
+    with pytest.raises(DownloadError, match="larger than the expected 7 bytes.*stopped"):
         fetch(url, "data.txt", hashlib.sha256(PAYLOAD).hexdigest(), size=7,
               directory=tmp_path / "c", progress=False)
     assert list((tmp_path / "c").iterdir()) == []

@@ -187,7 +187,7 @@ def hierarchy_for(name_or_path, labels=None):
                                  f"labels; pass labels only with a JSON file")
         return _BUILDERS[key]()
     path = Path(name).expanduser()
-    if path.is_file():
+    if os.path.lexists(path):           # a FIFO or a folder is then refused by name
         if labels is None:
             raise HierarchyError(f"hierarchy_for: reading {path} needs the data's labels "
                                  f"(a list of label names in id order, or their number)")

@@ -3,24 +3,28 @@
 ``fetch(url, filename, sha256)`` returns the path of ``filename`` in
 ``data_dir()`` (``$TINYAR_DATA``, else ``~/.cache/tinyar``), downloading it
 first when it is missing or its SHA-256 is wrong. The download goes to a
-temporary name in the same folder and is renamed only once its hash checks
-out, so an interrupted download never leaves a half file behind under the
-real name. Without network, the error says which file to place where.
+fresh temporary name in the same folder (``fileio.atomic_write``) and is
+renamed only once its hash checks out, so an interrupted download never
+leaves a half file behind under the real name. A server cannot fill the disk:
+at most the expected size (or ``MAX_DOWNLOAD_BYTES``) is written. Without
+network, the error says which file to place where.
 """
 import hashlib
 import http.client
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from urllib.request import urlopen
 
+from .. import fileio
 from ..errors import TinyarError
 from ..progress import ProgressBar
 
-__all__ = ["data_dir", "fetch", "sha256_of", "DownloadError"]
+__all__ = ["data_dir", "fetch", "sha256_of", "DownloadError", "MAX_DOWNLOAD_BYTES"]
 
 CHUNK = 1 << 16
+#: Most bytes downloaded for a file of unknown size (the largest named one is 562 MB).
+MAX_DOWNLOAD_BYTES = 2**32
 
 
 class DownloadError(TinyarError, OSError):
@@ -36,7 +40,7 @@ def data_dir():
 def sha256_of(path):
     """The SHA-256 of a file, as 64 hex digits."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with fileio.open_regular(path, what="data file") as f:     # never blocks on a FIFO
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -44,7 +48,7 @@ def sha256_of(path):
 
 def _problem(path, sha256, size):
     """Why the file at ``path`` is not the expected one, or None when it is."""
-    actual = path.stat().st_size
+    actual = fileio.check_regular(path, what="data file").st_size
     if size is not None and actual != size:
         return f"{actual:,} bytes, expected {size:,}"
     digest = sha256_of(path)
@@ -96,29 +100,48 @@ def fetch(url, filename, sha256, size=None, *, directory=None, progress=True, ti
     return path
 
 
+class _Carried(Exception):
+    """Carries an error out of ``atomic_write``, which reports any OSError raised inside
+    it as a failure to write: a network error or a bad hash is no such thing."""
+
+    def __init__(self, error):
+        super().__init__(str(error))
+        self.error = error
+
+
 def _download(url, path, sha256, size, progress, timeout):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    limit = size if size is not None else MAX_DOWNLOAD_BYTES
     try:
-        h = hashlib.sha256()
-        done = 0
-        with os.fdopen(fd, "wb") as out, urlopen(url, timeout=timeout) as response:
-            total = size or int(response.headers.get("Content-Length") or 0) or None
-            bar = ProgressBar(total, path.name, unit="B", disable=not progress)
-            while chunk := response.read(CHUNK):
-                out.write(chunk)
-                h.update(chunk)
-                done += len(chunk)
-                bar.update(len(chunk))
+        with urlopen(url, timeout=timeout) as response, fileio.atomic_write(path, "wb") as out:
+            try:
+                _copy(response, out, url, path, sha256, size, limit, progress)
+            except (OSError, http.client.HTTPException) as e:
+                raise _Carried(e) from None
+    except _Carried as carried:
+        raise carried.error from None
+
+
+def _copy(response, out, url, path, sha256, size, limit, progress):
+    """Stream ``response`` into ``out``, at most ``limit`` bytes, and check its hash."""
+    h = hashlib.sha256()
+    done = 0
+    total = size or int(response.headers.get("Content-Length") or 0) or None
+    bar = ProgressBar(total, path.name, unit="B", disable=not progress)
+    while chunk := response.read(min(CHUNK, limit + 1 - done)):
+        done += len(chunk)
+        if done > limit:
             bar.close()
-        digest = h.hexdigest()
-        if digest != sha256.lower() or (size is not None and done != size):
             raise DownloadError(
-                f"the file downloaded from {url} has {done:,} bytes and sha256 {digest}, "
-                f"expected {'' if size is None else f'{size:,} bytes and '}sha256 "
-                f"{sha256.lower()}; the download was damaged or the file changed upstream. "
-                f"Nothing was written to {path}.")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+                f"the file downloaded from {url} is larger than the expected {limit:,} bytes; "
+                f"the download was stopped there and nothing was written to {path}.")
+        out.write(chunk)
+        h.update(chunk)
+        bar.update(len(chunk))
+    bar.close()
+    digest = h.hexdigest()
+    if digest != sha256.lower() or (size is not None and done != size):
+        raise DownloadError(
+            f"the file downloaded from {url} has {done:,} bytes and sha256 {digest}, "
+            f"expected {'' if size is None else f'{size:,} bytes and '}sha256 "
+            f"{sha256.lower()}; the download was damaged or the file changed upstream. "
+            f"Nothing was written to {path}.")

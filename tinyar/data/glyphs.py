@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import fileio
 from ..errors import TinyarError
 
 __all__ = ["make_glyphs", "glyph_fonts", "save_grid_png", "GlyphError", "GLYPH_CHARS",
@@ -250,5 +251,9 @@ def save_grid_png(images, labels, path, *, names=GLYPH_CHARS, ncols=None, scale=
             text = str(names[label]) if names is not None and label < len(names) else str(label)
             ax.text(q * tw + w * scale / 2, r * th + top - 2, text, ha="center", va="bottom",
                     fontsize=8, color="tab:blue")
-    fig.savefig(path, dpi=dpi)
+    # through fileio: a fresh temporary file renamed over ``path``, never written through
+    # a symlink planted there; the format follows the suffix, as savefig(path) would
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    with fileio.atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=dpi, format=fmt)
     return Path(path)

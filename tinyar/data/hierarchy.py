@@ -22,14 +22,21 @@ Hierarchies come from
 * ``from_parents(parents)``: a given label -> class mapping;
 * ``from_mapping({"vehicles": ["car", ...], ...}, labels)``, and the same
   mapping read from a JSON file by ``from_json(path, labels)``.
+
+Files are written and read through ``tinyar.fileio`` (atomic, bounded,
+depth-limited), and ``from_dict`` / ``from_json`` check every field of what
+they read: a hierarchy may come from someone else's checkpoint.
 """
-import json
-import os
+import numbers
 from pathlib import Path
 
 import numpy as np
 
+from .. import fileio
 from ..errors import TinyarError
+
+#: Most labels a hierarchy read from a file may have.
+MAX_LABELS = 10_000_000
 
 
 class HierarchyError(TinyarError, ValueError):
@@ -55,9 +62,15 @@ class ClassHierarchy:
         if not np.issubdtype(parent.dtype, np.integer):
             raise HierarchyError(f"ClassHierarchy: parent must hold integer class ids, got "
                                  f"{parent.dtype}")
-        num_classes = int(parent.max()) + 1
         if parent.min() < 0:
             raise HierarchyError(f"ClassHierarchy: class id {int(parent.min())} is negative")
+        # every class holds a label, so there are at most as many classes as labels: a
+        # larger id is an error, found before bincount would allocate that many counters
+        if parent.max() >= parent.size:
+            raise HierarchyError(f"ClassHierarchy: class id {int(parent.max())} for "
+                                 f"{parent.size} labels; class ids must be 0..num_classes-1 "
+                                 f"with no gaps, so at most {parent.size - 1}")
+        num_classes = int(parent.max()) + 1
         sizes = np.bincount(parent, minlength=num_classes)
         if (sizes == 0).any():
             empty = np.flatnonzero(sizes == 0)[:5].tolist()
@@ -141,17 +154,23 @@ class ClassHierarchy:
 
     @classmethod
     def from_mapping(cls, mapping, labels):
-        """``{"class name": [label, ...], ...}`` over the list ``labels`` (every label once)."""
-        index = {label: i for i, label in enumerate(labels)}
+        """``{"class name": [label, ...], ...}`` over the list ``labels`` (every label once).
+
+        Labels are strings or integers; a label matches only one of its own type, so
+        ``true`` or ``1.0`` in a JSON file never stands for label 1.
+        """
+        index = {_key(label): i for i, label in enumerate(labels)}
         parent = np.full(len(labels), -1, np.int64)
         for c, (name, members) in enumerate(mapping.items()):
             for label in members:
-                if label not in index:
-                    raise HierarchyError(f"ClassHierarchy: class {name!r} lists {label!r}, which "
-                                         f"is not one of the {len(labels)} labels")
-                if parent[index[label]] >= 0:
-                    raise HierarchyError(f"ClassHierarchy: label {label!r} is in two classes")
-                parent[index[label]] = c
+                if _key(label) not in index:
+                    raise HierarchyError(f"ClassHierarchy: class {_short(name)} lists "
+                                         f"{_short(label)}, which is not one of the "
+                                         f"{len(labels)} labels")
+                if parent[index[_key(label)]] >= 0:
+                    raise HierarchyError(f"ClassHierarchy: label {_short(label)} is in two "
+                                         f"classes")
+                parent[index[_key(label)]] = c
         uncovered = [labels[i] for i in np.flatnonzero(parent < 0)]
         if uncovered:
             raise HierarchyError(f"ClassHierarchy: the classes do not cover every label; "
@@ -159,32 +178,45 @@ class ClassHierarchy:
         return cls(parent, class_names=list(mapping), label_names=list(labels))
 
     @classmethod
-    def from_json(cls, path, labels):
+    def from_json(cls, path, labels, extend_to=None):
         """Read a mapping file ``{"class name": [label, ...], ...}`` over ``labels``.
 
         ``labels`` lists the data's fine labels in label-id order (label id i is
         ``labels[i]``); an int n stands for the ids 0..n-1, which the file then
         names as JSON integers. Every label must appear in exactly one class;
         the errors name the file and the offending class or labels.
+
+        ``extend_to`` (with an int ``labels``): the file may also name ids from n
+        up to ``extend_to - 1``, which become labels too (classes that a small data
+        set happens not to hold).
         """
         path = Path(path).expanduser()
         try:
-            with open(path, encoding="utf-8") as f:
-                mapping = json.load(f)
-        except json.JSONDecodeError as e:
-            raise HierarchyError(f"{path}: not valid JSON ({e})") from None
-        if isinstance(labels, (int, np.integer)):
-            labels = list(range(int(labels)))
-        labels = list(labels)
+            mapping = fileio.read_json(path, what="hierarchy file")
+        except fileio.FileError as e:
+            raise HierarchyError(str(e)) from None
         if not isinstance(mapping, dict) or not mapping:
             raise HierarchyError(f"{path}: expected a JSON object {{\"class name\": [labels...]}}, "
-                                 f"got {type(mapping).__name__}")
+                                 f"got {type(mapping).__name__}" + (" (empty)" if mapping == {}
+                                                                    else ""))
         for name, members in mapping.items():
             if not isinstance(members, list):
                 raise HierarchyError(f"{path}: class {name!r} must map to a list of labels, got "
                                      f"{type(members).__name__}")
             if not members:
                 raise HierarchyError(f"{path}: class {name!r} has no labels")
+            for label in members:
+                if _key(label) is None:
+                    raise HierarchyError(f"{path}: class {name!r} lists {_short(label)}; labels "
+                                         f"are strings or integers")
+        if isinstance(labels, (int, np.integer)):
+            labels = int(labels)
+            if extend_to is not None:
+                named = [m for members in mapping.values() for m in members if _is_int(m)
+                         and labels <= m < extend_to]
+                labels = max([labels] + [m + 1 for m in named])
+            labels = list(range(labels))
+        labels = list(labels)
         try:
             return cls.from_mapping(mapping, labels)
         except HierarchyError as e:
@@ -196,22 +228,95 @@ class ClassHierarchy:
                 "label_names": self.label_names}
 
     @classmethod
-    def from_dict(cls, data):
-        return cls(np.asarray(data["parent"], np.int64), data.get("class_names"),
-                   data.get("label_names"))
+    def from_dict(cls, data, num_labels=None):
+        """Rebuild from ``to_dict()``, checking every key (``data`` may come from a
+        tampered checkpoint); ``num_labels``, when given, is the number of labels the
+        hierarchy must have (the model's). Errors are one-line ``HierarchyError``s."""
+        who = "ClassHierarchy.from_dict"
+        if not isinstance(data, dict):
+            raise HierarchyError(f"{who}: expected an object with keys 'parent', "
+                                 f"'class_names', 'label_names', got {type(data).__name__}")
+        unknown = [k for k in data if k not in ("parent", "class_names", "label_names")]
+        if unknown:
+            raise HierarchyError(f"{who}: unknown keys {_short(unknown[:5])}")
+        parent = data.get("parent")
+        if not isinstance(parent, list) or not parent:
+            raise HierarchyError(f"{who}: key 'parent' must be a non-empty list of class ids, "
+                                 f"got {_short(parent)}")
+        if len(parent) > MAX_LABELS:
+            raise HierarchyError(f"{who}: key 'parent' lists {len(parent):,} labels; at most "
+                                 f"{MAX_LABELS:,} are read")
+        for i, c in enumerate(parent):
+            if not _is_int(c) or not 0 <= c < len(parent):
+                raise HierarchyError(f"{who}: key 'parent' item {i} must be a class id in "
+                                     f"[0, {len(parent)}), got {_short(c)}")
+        if num_labels is not None and len(parent) != num_labels:
+            raise HierarchyError(f"{who}: key 'parent' covers {len(parent):,} labels, "
+                                 f"expected {num_labels:,}")
+        num_classes = max(parent) + 1
+        class_names = _names(who, "class_names", data.get("class_names"), num_classes, (str,))
+        label_names = _names(who, "label_names", data.get("label_names"), len(parent),
+                             (str, int))
+        try:
+            return cls(np.asarray(parent, np.int64), class_names, label_names)
+        except HierarchyError as e:
+            raise HierarchyError(f"{who}: key 'parent': {e}") from None
 
     def save(self, path):
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f)
-        os.replace(tmp, path)
+        """Write ``to_dict()`` as JSON (a fresh temporary file, renamed over ``path``)."""
+        fileio.write_json(path, self.to_dict())
+        return Path(path)
 
     @classmethod
-    def load(cls, path):
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+    def load(cls, path, follow_symlinks=True, num_labels=None):
+        """Read a file written by ``save`` (bounded in size and depth)."""
+        try:
+            data = fileio.read_json(path, follow_symlinks=follow_symlinks,
+                                    what="hierarchy file")
+        except fileio.FileError as e:
+            raise HierarchyError(str(e)) from None
+        try:
+            return cls.from_dict(data, num_labels)
+        except HierarchyError as e:
+            raise HierarchyError(f"{path}: {e}") from None
 
     def __repr__(self):
         sizes = self.sizes()
         return (f"ClassHierarchy({self.num_labels} labels in {self.num_classes} classes, "
                 f"class sizes {sizes.min()}..{sizes.max()})")
+
+
+def _is_int(value):
+    """A JSON integer (``True`` is a bool, not the number 1)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _key(label):
+    """A dictionary key that tells a label's type apart (``1``, ``"1"``, ``True``, ``1.0``
+    would otherwise collide), or None for a value that cannot be a label."""
+    if isinstance(label, str):
+        return ("s", label)
+    if _is_int(label):
+        return ("i", int(label))
+    return None
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _names(who, key, names, n, types):
+    """``names`` checked: None, or a list of ``n`` distinct values of ``types``."""
+    if names is None:
+        return None
+    if not isinstance(names, list) or len(names) != n:
+        got = f"{len(names)} entries" if isinstance(names, list) else type(names).__name__
+        raise HierarchyError(f"{who}: key {key!r} must be null or a list of {n} names, got {got}")
+    for i, name in enumerate(names):
+        if not isinstance(name, types) or isinstance(name, bool):
+            raise HierarchyError(f"{who}: key {key!r} item {i} must be a "
+                                 f"{' or '.join(t.__name__ for t in types)}, got {_short(name)}")
+    if len({_key(v) for v in names}) != n:
+        raise HierarchyError(f"{who}: key {key!r} lists a name twice")
+    return names

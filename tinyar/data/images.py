@@ -31,6 +31,9 @@ train.bin and test.bin. They are read from a folder or straight out of the
 .tar.gz, one pass over the archive, without unpacking it.
 """
 import gzip
+import io
+import math
+import os
 import tarfile
 import zipfile
 import zlib
@@ -39,15 +42,91 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import fileio
 from ..errors import TinyarError
 from .download import DownloadError, data_dir, fetch
 
 __all__ = ["load_images", "image_datasets", "read_idx", "write_idx", "read_cifar10",
-           "read_cifar100", "write_cifar", "ImageFileError", "IMAGE_DATASETS"]
+           "read_cifar100", "write_cifar", "integer_labels", "ImageFileError", "IMAGE_DATASETS",
+           "MAX_DATA_BYTES", "MAX_ARCHIVE_BYTES"]
+
+#: Largest data file (decoded) or array tinyar reads: 2 GiB. The largest file of the
+#: named sets, EMNIST ByClass's training images, is 547 MB. A header that declares more
+#: is refused before anything is allocated, so a 3 MB gzip cannot ask for 3 GB.
+MAX_DATA_BYTES = 2**31
+#: Most bytes inflated out of a .tar(.gz) while looking for its CIFAR members.
+MAX_ARCHIVE_BYTES = 2**32
+#: Bytes read (or inflated) at a time, so no read asks for more than this at once.
+CHUNK = 1 << 20
 
 
 class ImageFileError(TinyarError, ValueError):
     """An image data file is corrupt, truncated, or not in the format expected."""
+
+
+# ----------------------------------------------------------------- reading, bounded
+class _Capped:
+    """A binary stream that refuses to give more than ``limit`` bytes: the inflated
+    size of a compressed archive is then bounded, whatever its headers claim."""
+
+    def __init__(self, stream, limit, name):
+        self.stream, self.limit, self.name, self.done = stream, limit, name, 0
+
+    def read(self, n=-1):
+        room = self.limit - self.done + 1
+        data = self.stream.read(room if n is None or n < 0 else min(n, room))
+        self.done += len(data)
+        if self.done > self.limit:
+            raise ImageFileError(f"{self.name}: inflates to more than {self.limit:,} bytes; "
+                                 f"tinyar reads at most that much of an archive")
+        return data
+
+
+def _read_into(stream, nbytes, dtype, name):
+    """Exactly ``nbytes`` bytes of ``stream`` as a flat ``dtype`` array (fewer at the end
+    of the stream), read in chunks straight into the array."""
+    try:
+        array = np.empty(nbytes // dtype.itemsize, dtype)
+    except MemoryError:
+        raise ImageFileError(f"{name}: {nbytes:,} bytes of data do not fit in this "
+                             f"machine's memory") from None
+    view = memoryview(array.view(np.uint8))
+    filled = 0
+    while filled < nbytes:
+        n = stream.readinto(view[filled:filled + min(CHUNK, nbytes - filled)])
+        if not n:
+            break
+        filled += n
+    return array, filled
+
+
+def integer_labels(labels, what):
+    """``labels`` as int64, if they are whole numbers >= 0; else ``ImageFileError``.
+
+    Integer arrays pass as they are; a float array passes only when every value is
+    a whole number (``3.0``: lossless), so a label ``3.7`` is refused, never cut to 3.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "f":
+        finite = np.isfinite(labels)
+        whole = finite & (labels == np.round(labels)) if labels.size else finite
+        if not whole.all():
+            i = int(np.flatnonzero(~whole)[0])
+            raise ImageFileError(f"{what}: label {i} is {float(labels.flat[i]):g}; labels must be "
+                                 f"whole numbers (class ids 0, 1, 2, ...)")
+        if labels.size and np.abs(labels).max() >= 2**53:
+            raise ImageFileError(f"{what}: labels up to {np.abs(labels).max():g} are too "
+                                 f"large to be class ids")
+    elif labels.dtype.kind not in "iu":
+        raise ImageFileError(f"{what}: labels of dtype {labels.dtype}; expected integer class "
+                             f"ids")
+    if labels.dtype == np.uint64 and labels.size and labels.max() >= 2**63:
+        raise ImageFileError(f"{what}: label {int(labels.max())} is too large to be a class id")
+    labels = labels.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        i = int(np.argmin(labels))
+        raise ImageFileError(f"{what}: label {i} is {int(labels[i])}; labels must be >= 0")
+    return labels
 
 
 # --------------------------------------------------------------------------- IDX
@@ -56,36 +135,65 @@ IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype("
 _IDX_CODES = {dt.newbyteorder("=") if dt.itemsize > 1 else dt: code
               for code, dt in IDX_TYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
+#: Errors a damaged gzip or zip stream raises while it is read (BadGzipFile is an OSError).
+_STREAM_ERRORS = (EOFError, OSError, zlib.error, zipfile.BadZipFile)
 
 
-def _load_bytes(source, name):
-    """The bytes of a path (or of bytes already read), gunzipped when they are gzip."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data, name = bytes(source), name or "<bytes>"
-    else:
-        name = name or str(source)
-        with open(source, "rb") as f:
-            data = f.read()
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as e:   # BadGzipFile is an OSError
-            raise ImageFileError(f"{name}: the gzip stream is damaged or truncated ({e})") from None
-    return data, name
-
-
-def read_idx(source, *, name=None, ndim=None):
-    """An IDX file (path, or its bytes; gzipped or not) as a native-endian array.
+def read_idx(source, *, name=None, ndim=None, max_bytes=None):
+    """An IDX file (path, its bytes, or a binary file object; gzipped or not) as a
+    native-endian array.
 
     ``ndim`` (3 for images, 1 for labels) also checks the number of dimensions.
-    Raises ``ImageFileError`` naming the file, what was expected and what was found.
+    The header is read first; the data it declares (at most ``max_bytes``,
+    ``MAX_DATA_BYTES`` by default) is then read, or inflated, and not a byte
+    more, save one to detect trailing data. Raises ``ImageFileError`` naming
+    the file, what was expected and what was found.
     """
-    data, name = _load_bytes(source, name)
-    if len(data) < 4:
-        raise ImageFileError(f"{name}: {len(data)} bytes, too short for the 4-byte IDX magic "
-                             f"number; the file is truncated or empty")
-    zero, code, dims = int.from_bytes(data[:2], "big"), data[2], data[3]
-    magic = int.from_bytes(data[:4], "big")
+    max_bytes = MAX_DATA_BYTES if max_bytes is None else int(max_bytes)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _read_idx(io.BytesIO(bytes(source)), name or "<bytes>", ndim, max_bytes,
+                         len(source))
+    if hasattr(source, "read"):
+        return _read_idx(source, name or getattr(source, "name", "<stream>"), ndim, max_bytes,
+                         None)
+    name = name or str(source)
+    try:
+        # a raw file holds at most the header (4 + 4 * 255 bytes) and the data
+        f = fileio.open_regular(source, max_bytes + 1024, what="IDX file")
+    except fileio.FileError as exc:
+        raise ImageFileError(str(exc)) from None
+    with f:
+        return _read_idx(f, name, ndim, max_bytes, os.fstat(f.fileno()).st_size)
+
+
+def _peek(stream, n):
+    if hasattr(stream, "peek"):
+        return stream.peek(n)[:n]
+    where = stream.tell()
+    head = stream.read(n)
+    stream.seek(where)
+    return head
+
+
+def _read_idx(raw, name, ndim, max_bytes, size):
+    """``read_idx`` on an open stream; ``size``: its length when known and not gzip."""
+    gzipped = _peek(raw, 2) == _GZIP_MAGIC
+    stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+    size = None if gzipped else size
+    try:
+        return _parse_idx(stream, name, ndim, max_bytes, size, gzipped)
+    except _STREAM_ERRORS as e:
+        what = "gzip stream" if gzipped else "file"
+        raise ImageFileError(f"{name}: the {what} is damaged or truncated ({e})") from None
+
+
+def _parse_idx(stream, name, ndim, max_bytes, size, gzipped):
+    magic_bytes = stream.read(4)
+    if len(magic_bytes) < 4:
+        raise ImageFileError(f"{name}: {len(magic_bytes)} bytes, too short for the 4-byte IDX "
+                             f"magic number; the file is truncated or empty")
+    zero, code, dims = int.from_bytes(magic_bytes[:2], "big"), magic_bytes[2], magic_bytes[3]
+    magic = int.from_bytes(magic_bytes, "big")
     if zero != 0:
         raise ImageFileError(f"{name}: not an IDX file: magic number 0x{magic:08x}, expected "
                              f"0x0000TTDD (two zero bytes, a type code, the number of "
@@ -99,19 +207,32 @@ def read_idx(source, *, name=None, ndim=None):
         raise ImageFileError(f"{name}: the IDX header says {dims} dimensions (magic number "
                              f"0x{magic:08x}), expected {want}")
     header = 4 + 4 * dims
-    if len(data) < header:
+    sizes = stream.read(4 * dims)
+    if len(sizes) < 4 * dims:
         raise ImageFileError(f"{name}: truncated IDX header: {dims} dimensions need {header} "
-                             f"header bytes, the file has {len(data)}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+                             f"header bytes, the file has {4 + len(sizes)}")
+    shape = tuple(int.from_bytes(sizes[4 * i:4 * i + 4], "big") for i in range(dims))
     dtype = IDX_TYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    found = len(data) - header
-    if found != expected:
-        what = "truncated" if found < expected else "has extra bytes after the data"
-        raise ImageFileError(f"{name}: {what}: the header says {shape} values of "
-                             f"{dtype.name}, which is {expected:,} data bytes, found {found:,}")
-    array = np.frombuffer(data, dtype, offset=header).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))      # a writable, native-endian copy
+    expected = math.prod(shape) * dtype.itemsize      # Python ints: no overflow
+    if expected > max_bytes:
+        raise ImageFileError(f"{name}: the IDX header declares {shape} values of {dtype.name}, "
+                             f"{expected:,} bytes; at most {max_bytes:,} are read")
+    if size is not None and size - header != expected:
+        _wrong_length(name, shape, dtype, expected, size - header)
+    array, found = _read_into(stream, expected, dtype, name)
+    if found < expected:
+        _wrong_length(name, shape, dtype, expected, found)
+    if stream.read(1):
+        _wrong_length(name, shape, dtype, expected, None)
+    return array.reshape(shape).astype(dtype.newbyteorder("="))   # native-endian
+
+
+def _wrong_length(name, shape, dtype, expected, found):
+    what = "truncated" if found is not None and found < expected else \
+        "has extra bytes after the data"
+    got = f"found {found:,}" if found is not None else "the stream holds more"
+    raise ImageFileError(f"{name}: {what}: the header says {shape} values of {dtype.name}, "
+                         f"which is {expected:,} data bytes, {got}")
 
 
 def write_idx(array, path):
@@ -126,7 +247,7 @@ def write_idx(array, path):
         int(d).to_bytes(4, "big") for d in array.shape)
     data = header + array.astype(IDX_TYPES[code]).tobytes()
     path = Path(path)
-    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+    fileio.write_bytes(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
     return path
 
 
@@ -153,35 +274,74 @@ def _cifar_records(data, name, label_bytes, limits):
     return records[:, label_bytes:].reshape(-1, 3, 32, 32).copy(), labels
 
 
+def _in_folder(folder, name):
+    """Where ``name`` is in ``folder`` or one level down (``cifar-10-batches-bin/``), or
+    None. Anything of that name counts (a FIFO, a folder), so that reading it can refuse
+    it by name instead of skipping it in silence."""
+    for hit in [folder / name] + sorted(folder.glob(f"*/{name}")):
+        if os.path.lexists(hit):
+            return hit
+    return None
+
+
 def _read_members(source, names):
     """{name: bytes} of the files ``names`` in a folder or a .tar(.gz) archive.
 
     In a folder the files may also sit one level down (``cifar-10-batches-bin/``).
-    An archive is read in one streaming pass; only the wanted members are kept.
+    An archive is read in one streaming pass that stops once every wanted member
+    is found; each member's declared size is checked before it is read, and the
+    whole archive inflates to at most ``MAX_ARCHIVE_BYTES``.
     """
     source = Path(source)
-    found = {}
-    if not source.exists():
+    if not os.path.lexists(source):
         raise ImageFileError(f"{source}: no such file or folder")
     if source.is_dir():
+        found = {}
         for n in names:
-            hits = [source / n] + sorted(source.glob(f"*/{n}"))
-            hits = [h for h in hits if h.is_file()]
-            if hits:
-                found[n] = hits[0].read_bytes()
+            hit = _in_folder(source, n)
+            if hit is not None:
+                try:
+                    found[n] = fileio.read_bytes(hit, MAX_DATA_BYTES, what="CIFAR file")
+                except fileio.FileError as exc:
+                    raise ImageFileError(str(exc)) from None
     else:
-        try:
-            with tarfile.open(source, "r|*") as tar:
-                for member in tar:
-                    base = member.name.rsplit("/", 1)[-1]
-                    if member.isfile() and base in names and base not in found:
-                        found[base] = tar.extractfile(member).read()
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-            raise ImageFileError(f"{source}: not a readable .tar.gz archive, or a truncated "
-                                 f"one ({e})") from None
+        found = _read_tar_members(source, names)
     missing = [n for n in names if n not in found]
     if missing:
         raise ImageFileError(f"{source}: missing {', '.join(missing)}")
+    return found
+
+
+def _read_tar_members(source, names):
+    try:
+        raw = fileio.open_regular(source, what="archive")
+    except fileio.FileError as exc:
+        raise ImageFileError(str(exc)) from None
+    found = {}
+    with raw:
+        gzipped = raw.peek(2)[:2] == _GZIP_MAGIC
+        stream = _Capped(gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw,
+                         MAX_ARCHIVE_BYTES, str(source))
+        try:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    base = member.name.rsplit("/", 1)[-1]
+                    if not (member.isfile() and base in names and base not in found):
+                        continue
+                    if member.size > MAX_DATA_BYTES:
+                        raise ImageFileError(f"{source}: member {member.name} declares "
+                                             f"{member.size:,} bytes; at most "
+                                             f"{MAX_DATA_BYTES:,} are read")
+                    data = tar.extractfile(member).read(member.size)
+                    if len(data) != member.size:
+                        raise ImageFileError(f"{source}: member {member.name} is truncated: "
+                                             f"{len(data):,} of {member.size:,} bytes")
+                    found[base] = data
+                    if len(found) == len(names):
+                        break
+        except (tarfile.TarError, *_STREAM_ERRORS) as e:
+            raise ImageFileError(f"{source}: not a readable .tar.gz archive, or a truncated "
+                                 f"one ({e})") from None
     return found
 
 
@@ -209,7 +369,7 @@ def write_cifar(path, images, labels, coarse=None):
     images = np.asarray(images, np.uint8).reshape(-1, CIFAR_PIXELS)
     columns = [np.asarray(labels)] if coarse is None else [np.asarray(coarse), np.asarray(labels)]
     head = np.stack(columns, axis=1).astype(np.uint8)
-    Path(path).write_bytes(np.concatenate([head, images], axis=1).tobytes())
+    fileio.write_bytes(path, np.concatenate([head, images], axis=1).tobytes())
     return Path(path)
 
 
@@ -320,12 +480,16 @@ def _dataset(name):
 
 
 def _local(folder, filename):
-    """A hand-placed copy of ``filename`` in ``folder``: gzipped or not, '-' or '.' before idx."""
+    """A hand-placed copy of ``filename`` in ``folder``: gzipped or not, '-' or '.' before idx.
+
+    Anything of such a name counts, a FIFO or a folder too: reading it then refuses it by
+    name, where skipping it would download over it or report it missing.
+    """
     stem = filename[:-3] if filename.endswith(".gz") else filename
     names = [filename, stem, stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"]
     for sub in (folder, folder / "gzip"):
         for n in names:
-            if (sub / n).is_file():
+            if os.path.lexists(sub / n):
                 return sub / n
     return None
 
@@ -396,44 +560,52 @@ def _fetch_or_explain(ds, split, folder, names, download, progress):
 def _load_idx(ds, split, folder, names, download, progress):
     images_name, labels_name = names
     local = {n: _local(folder, n) for n in names}
-    if all(local.values()):
-        sources = {n: (local[n], None) for n in names}
-    elif ds.folder == "emnist":
+    if not all(local.values()) and ds.folder == "emnist":
         zipped = folder / _EMNIST_ZIP.name
-        if not zipped.is_file():
+        if not os.path.lexists(zipped):
             zipped = _fetch_or_explain(ds, split, folder, names, download, progress)[
                 _EMNIST_ZIP.name]
-        sources = _from_zip(zipped, names)
+        arrays = _from_zip(zipped, names, (3, 1))
+        images, labels = arrays[images_name], arrays[labels_name]
     else:
         missing = [n for n in names if local[n] is None]
-        remotes = {r.name: r for r in ds.remotes}
-        if not download:
+        if missing and not download:
             raise _missing_error(ds, split, folder, missing, "download=False")
-        sources = {n: (local[n], None) for n in names}
+        remotes = {r.name: r for r in ds.remotes}
         for n in missing:
             try:
-                sources[n] = (_download(remotes[n], folder, progress), None)
+                local[n] = _download(remotes[n], folder, progress)
             except DownloadError as e:
                 raise _missing_error(ds, split, folder, missing, str(e).split("\n")[0]) from e
-    images = read_idx(sources[images_name][0], name=sources[images_name][1], ndim=3)
-    labels = read_idx(sources[labels_name][0], name=sources[labels_name][1], ndim=1)
+        images = read_idx(local[images_name], ndim=3)
+        labels = read_idx(local[labels_name], ndim=1)
     if ds.folder == "emnist":
         images = images.transpose(0, 2, 1)              # EMNIST stores images transposed
-        if ds.name == "emnist-letters":
-            labels = labels - 1                         # its labels run 1..26
-    return images[:, None], labels.astype(np.int64)
+        if ds.name == "emnist-letters":                 # its labels run 1..26
+            labels = integer_labels(labels, f"load_images({ds.name!r})") - 1
+    return images[:, None], labels
 
 
-def _from_zip(path, names):
-    """{name: (bytes, display name)} of the members ``names`` of the EMNIST zip."""
+def _from_zip(path, names, ndims):
+    """{name: array} of the IDX members ``names`` of the EMNIST zip, each member
+    streamed through ``read_idx`` (its header bounds what is inflated)."""
     try:
-        with zipfile.ZipFile(path) as z:
-            members = {m.rsplit("/", 1)[-1]: m for m in z.namelist()}
+        raw = fileio.open_regular(path, what="zip archive")
+    except fileio.FileError as exc:
+        raise ImageFileError(str(exc)) from None
+    try:
+        with raw, zipfile.ZipFile(raw) as z:
+            members = {m.filename.rsplit("/", 1)[-1]: m for m in z.infolist()}
             missing = [n for n in names if n not in members]
             if missing:
                 raise ImageFileError(f"{path}: missing {', '.join(missing)}")
-            return {n: (z.read(members[n]), f"{path}: {members[n]}") for n in names}
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+            arrays = {}
+            for n, ndim in zip(names, ndims):
+                with z.open(members[n]) as member:
+                    arrays[n] = read_idx(member, name=f"{path}: {members[n].filename}",
+                                         ndim=ndim)
+            return arrays
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, *_STREAM_ERRORS) as e:
         raise ImageFileError(f"{path}: not a readable zip archive, or a truncated one "
                              f"({e})") from None
 
@@ -442,7 +614,7 @@ def _load_cifar(ds, split, folder, names, download, progress):
     archive = folder / ds.remotes[0].name
     if folder.is_dir() and all(_has(folder, n) for n in names):
         source = folder
-    elif archive.is_file():
+    elif os.path.lexists(archive):
         source = archive
     else:
         source = _fetch_or_explain(ds, split, folder, names, download, progress)[archive.name]
@@ -460,18 +632,22 @@ def _load_cifar(ds, split, folder, names, download, progress):
 
 
 def _has(folder, name):
-    return (folder / name).is_file() or any(p.is_file() for p in folder.glob(f"*/{name}"))
+    return _in_folder(folder, name) is not None
 
 
 def _checked(ds, images, labels):
-    """The images and labels fit the data set: shapes, counts, label range."""
+    """The images and labels fit the data set: dtype, shapes, counts, label range."""
+    if images.dtype != np.uint8:
+        raise ImageFileError(f"load_images({ds.name!r}): images of dtype {images.dtype}, "
+                             f"expected uint8 (the set's published files hold uint8 pixels)")
     if images.shape[1:] != ds.shape:
         raise ImageFileError(f"load_images({ds.name!r}): images of shape {images.shape[1:]}, "
                              f"expected {ds.shape}")
     if labels.shape != (images.shape[0],):
         raise ImageFileError(f"load_images({ds.name!r}): {images.shape[0]:,} images but "
                              f"labels of shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= ds.num_classes):
+    labels = integer_labels(labels, f"load_images({ds.name!r})")
+    if labels.size and labels.max() >= ds.num_classes:
         raise ImageFileError(f"load_images({ds.name!r}): labels {labels.min()}..{labels.max()}, "
                              f"expected 0..{ds.num_classes - 1}")
-    return np.ascontiguousarray(images, dtype=np.uint8), labels.astype(np.int64)
+    return np.ascontiguousarray(images), labels

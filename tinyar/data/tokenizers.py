@@ -15,23 +15,24 @@ Both keep ``counts[i]``, how often token ``i`` occurred in the fitted text.
 one unknown token (``'<unk>'`` for words, ``'\\ufffd'`` for characters) whose
 count is the sum of theirs.
 
-Vocabularies are saved as JSON (never pickle), written to a temporary file
-and renamed, so a crash never leaves half a file::
+Vocabularies are saved as JSON (never pickle) through ``tinyar.fileio``
+(a fresh temporary file, renamed into place), so a crash never leaves half a
+file. ``from_dict`` checks every field of what it is given (a checkpoint's
+metadata may come from anyone) and names the key that is wrong::
 
     tok = CharTokenizer.from_text(text)
     ids = tok.encode("To be")        # int64 array
     tok.decode(ids) == "To be"
     tok.save("vocab.json"); Tokenizer.load("vocab.json")
 """
-import json
-import os
+import numbers
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from .. import fileio
 from ..errors import CheckpointError, DTypeError, ShapeError, TinyarError
 
 __all__ = ["Tokenizer", "CharTokenizer", "WordTokenizer", "TokenError", "WORD_PATTERN",
@@ -39,6 +40,11 @@ __all__ = ["Tokenizer", "CharTokenizer", "WordTokenizer", "TokenError", "WORD_PA
 
 FORMAT = "tinyar.tokenizer"
 VERSION = 1
+#: Largest vocabulary ``from_dict`` accepts (Penn Treebank has 10^4 words, big models 10^5).
+MAX_VOCAB = 10_000_000
+#: Longest token and longest split pattern ``from_dict`` accepts, in characters.
+MAX_TOKEN_CHARS = 10_000
+MAX_PATTERN_CHARS = 1_000
 
 UNK_WORD = "<unk>"
 UNK_CHAR = "\ufffd"   # the Unicode replacement character, shown as a question mark in a box
@@ -201,58 +207,82 @@ class Tokenizer:
 
     @classmethod
     def from_dict(cls, d):
-        """Rebuild from ``to_dict()``; ``Tokenizer.from_dict`` picks the right subclass."""
+        """Rebuild from ``to_dict()``; ``Tokenizer.from_dict`` picks the right subclass.
+
+        Every field is checked (type, size, duplicates, the unknown token in the
+        vocabulary); a wrong one is a ``CheckpointError`` naming its key.
+        """
+        who = f"{cls.__name__}.from_dict"
         if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise CheckpointError(f"{cls.__name__}.from_dict: not a tinyar tokenizer "
-                                  f"(expected 'format': {FORMAT!r})")
-        if d.get("version") != VERSION:
-            raise CheckpointError(f"{cls.__name__}.from_dict: tokenizer format version "
-                                  f"{d.get('version')!r}, this tinyar reads version {VERSION}")
+            raise CheckpointError(f"{who}: not a tinyar tokenizer (expected 'format': "
+                                  f"{FORMAT!r})")
+        version = d.get("version")
+        if not _is_int(version) or version != VERSION:
+            raise CheckpointError(f"{who}: tokenizer format version {version!r}, this tinyar "
+                                  f"reads version {VERSION}")
         kinds = {k.__name__: k for k in (CharTokenizer, WordTokenizer)}
-        kind = kinds.get(d.get("type"))
+        kind_name = d.get("type")
+        kind = kinds.get(kind_name) if isinstance(kind_name, str) else None
         if kind is None or not issubclass(kind, cls):
-            raise CheckpointError(f"{cls.__name__}.from_dict: the file holds a "
-                                  f"{d.get('type')!r}, not a {cls.__name__}")
-        tokens, counts, unk = d["tokens"], d["counts"], d.get("unk_token")
-        if len(tokens) != len(counts) or len(set(tokens)) != len(tokens) or \
-                (unk is not None and unk not in tokens):
-            raise CheckpointError(f"{kind.__name__}.from_dict: inconsistent vocabulary "
-                                  f"({len(tokens)} tokens, {len(counts)} counts, unk {unk!r})")
-        try:
-            tok = kind(**d.get("config", {}))
-            tok._set_vocab(tokens, counts, unk)
-        except CheckpointError:
-            raise
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{kind.__name__}.from_dict: bad tokenizer data ({e})") from None
+            raise CheckpointError(f"{who}: the file holds a {_short(kind_name)}, not a "
+                                  f"{cls.__name__}")
+        who = f"{kind.__name__}.from_dict"
+        tokens = _token_list(who, d.get("tokens"))
+        counts = _count_list(who, d.get("counts"), len(tokens))
+        unk = d.get("unk_token")
+        if unk is not None and (not isinstance(unk, str) or unk not in set(tokens)):
+            raise CheckpointError(f"{who}: key 'unk_token' must be null or one of the tokens, "
+                                  f"got {_short(unk)}")
+        config = kind._checked_config(who, d.get("config", {}))
+        tok = kind(**config)
+        tok._set_vocab(tokens, counts, unk)
         return tok
 
+    @classmethod
+    def _checked_config(cls, who, config):
+        """The constructor arguments in ``config``, each of the right type and range."""
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{who}: key 'config' must be an object, got "
+                                  f"{type(config).__name__}")
+        known = cls._config_keys()
+        unknown = [k for k in config if k not in known]
+        if unknown:
+            raise CheckpointError(f"{who}: key 'config' has unknown entries "
+                                  f"{_short(unknown[:5])}; expected some of "
+                                  f"{sorted(known)}")
+        for key, value in config.items():
+            ok, expected = known[key](value)
+            if not ok:
+                raise CheckpointError(f"{who}: key 'config.{key}' must be {expected}, got "
+                                      f"{_short(value)}")
+        return dict(config)
+
+    @classmethod
+    def _config_keys(cls):
+        """{config key: check(value) -> (ok, what was expected)}."""
+        return {
+            "max_vocab": lambda v: (v is None or (_is_int(v) and 2 <= v <= MAX_VOCAB),
+                                    f"null or an integer in [2, {MAX_VOCAB:,}]"),
+            "min_count": lambda v: (_is_int(v) and v >= 1, "an integer >= 1"),
+            "add_unk": lambda v: (isinstance(v, bool), "true or false"),
+        }
+
     def save(self, path):
-        """Write the vocabulary as JSON: to a temporary file, then renamed over ``path``."""
+        """Write the vocabulary as JSON: to a fresh temporary file, renamed over ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        fileio.write_json(path, self.to_dict(), indent=1)
         return path
 
     @classmethod
-    def load(cls, path):
-        """Read a file written by ``save``."""
+    def load(cls, path, follow_symlinks=True):
+        """Read a file written by ``save`` (bounded in size and depth).
+
+        ``follow_symlinks=False`` refuses a symlink (a file inside a run folder).
+        """
         try:
-            with open(path, encoding="utf-8") as f:
-                d = json.load(f)
-        except FileNotFoundError:
-            raise CheckpointError(f"{cls.__name__}.load: no tokenizer file at {path}") from None
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{cls.__name__}.load: {path} is not valid JSON ({e})") from None
+            d = fileio.read_json(path, follow_symlinks=follow_symlinks, what="tokenizer file")
+        except fileio.FileError as e:
+            raise CheckpointError(f"{cls.__name__}.load: {e}") from None
         return cls.from_dict(d)
 
     # What the subclasses fill in.
@@ -270,6 +300,50 @@ class Tokenizer:
 
     def _join(self, ids):
         raise NotImplementedError
+
+
+def _is_int(value):
+    """A JSON integer (``True`` is a bool, not the number 1)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _short(value, limit=60):
+    """``repr(value)``, cut to ``limit`` characters (for messages about hostile data)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _token_list(who, tokens):
+    if not isinstance(tokens, list) or not tokens:
+        raise CheckpointError(f"{who}: key 'tokens' must be a non-empty list of strings, got "
+                              f"{type(tokens).__name__}" + (" (empty)" if tokens == [] else ""))
+    if len(tokens) > MAX_VOCAB:
+        raise CheckpointError(f"{who}: key 'tokens' lists {len(tokens):,} tokens; at most "
+                              f"{MAX_VOCAB:,} are read")
+    for i, t in enumerate(tokens):
+        if not isinstance(t, str) or not t or len(t) > MAX_TOKEN_CHARS:
+            raise CheckpointError(f"{who}: key 'tokens' item {i} must be a string of 1 to "
+                                  f"{MAX_TOKEN_CHARS:,} characters, got {_short(t)}")
+    if len(set(tokens)) != len(tokens):
+        seen = set()
+        dup = next(t for t in tokens if t in seen or seen.add(t))
+        raise CheckpointError(f"{who}: key 'tokens' lists {_short(dup)} twice; inconsistent "
+                              f"vocabulary")
+    return tokens
+
+
+def _count_list(who, counts, n):
+    if not isinstance(counts, list):
+        raise CheckpointError(f"{who}: key 'counts' must be a list of integers, got "
+                              f"{type(counts).__name__}")
+    if len(counts) != n:
+        raise CheckpointError(f"{who}: inconsistent vocabulary: key 'counts' has "
+                              f"{len(counts):,} entries for {n:,} tokens")
+    for i, c in enumerate(counts):
+        if not _is_int(c) or not 0 <= c < 2**63:
+            raise CheckpointError(f"{who}: key 'counts' item {i} must be an integer in "
+                                  f"[0, 2**63), got {_short(c)}")
+    return counts
 
 
 def _code_points(text):
@@ -292,11 +366,12 @@ class CharTokenizer(Tokenizer):
 
     def _set_vocab(self, itos, counts, unk_token):
         if any(len(t) != 1 for t in itos):
-            raise CheckpointError(f"CharTokenizer: every token must be one character, got "
-                                  f"{[t for t in itos if len(t) != 1][:5]}")
+            raise CheckpointError(f"CharTokenizer: key 'tokens' must list single characters, "
+                                  f"got {_short([t for t in itos if len(t) != 1][:5])}")
         points = np.array([ord(t) for t in itos], dtype=np.uint32)
         if np.any(np.diff(points.astype(np.int64)) <= 0):
-            raise CheckpointError("CharTokenizer: the characters must be sorted by code point")
+            raise CheckpointError("CharTokenizer: key 'tokens' must list its characters sorted "
+                                  "by code point, each once")
         super()._set_vocab(itos, counts, unk_token)
         self._points = points
 
@@ -316,6 +391,14 @@ class CharTokenizer(Tokenizer):
 
     def _join(self, ids):
         return self._points[ids].astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def _compiles(pattern):
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return False
+    return True
 
 
 class WordTokenizer(Tokenizer):
@@ -342,6 +425,15 @@ class WordTokenizer(Tokenizer):
 
     def _config(self):
         return {**super()._config(), "pattern": self.pattern, "lower": self.lower}
+
+    @classmethod
+    def _config_keys(cls):
+        return {**super()._config_keys(),
+                "pattern": lambda v: (isinstance(v, str) and 0 < len(v) <= MAX_PATTERN_CHARS
+                                      and _compiles(v),
+                                      f"a valid regular expression of at most "
+                                      f"{MAX_PATTERN_CHARS:,} characters"),
+                "lower": lambda v: (isinstance(v, bool), "true or false")}
 
     def split(self, text):
         """The token strings of ``text``."""
