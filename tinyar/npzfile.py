@@ -72,8 +72,9 @@ class NpzReader:
         try:
             self._zip = zipfile.ZipFile(self._file)
             infos = self._zip.infolist()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-            self._file.close()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError,
+                RuntimeError) as exc:  # RuntimeError: a damaged directory can claim a zip
+            self._file.close()          # version or feature that zipfile does not implement
             raise error(f"{self.path!r} is truncated or not an .npz file ({exc})") from None
         self._members = {}
         for info in infos:
@@ -112,7 +113,7 @@ class NpzReader:
                                    f"only stored and deflated members are read")
         try:
             return self._zip.open(info)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+        except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as exc:
             raise self._fail(name, f"cannot be opened ({exc})") from None
 
     def _read_header(self, fp, name):

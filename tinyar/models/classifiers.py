@@ -25,28 +25,48 @@ Every model has ``loss(x, y) -> float``, ``backward()``, ``features(x)``,
 -> (P(coarse|x), P(fine|x))``. Images may come from the
 host (a data loader's NumPy batch) whatever the model's device: a model
 moved to a GPU copies the batch over as it comes in.
+
+``model.config()`` is a JSON object that, with the hierarchy, rebuilds the model:
+``classifier_from_config(config, hierarchy)`` (or ``CNNClassifier.from_config``),
+which checks every key first (``config_checks``) and raises ``CheckpointError``
+naming a missing, unknown or out-of-range one.
 """
 import numpy as np
 
 from ..backend import backend_of
+from ..data.hierarchy import ClassHierarchy
 from ..device import device_of, to_device, to_host
-from ..errors import ShapeError
+from ..errors import CheckpointError, ConfigError, ShapeError
 from ..nn import (BatchNorm1d, CrossEntropyLoss, Flatten, Linear, Module, MultiLevelClassifier,
                   ReLU, Sequential)
 from ..nn.checks import describe
 from ..nn.loss import BCEWithLogitsLoss
 from ..nn.recurrent import GRU, LSTM, RNN, LastStep
+from . import config_checks as cc
 
 HEADS = ("flat", "multilevel")
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+#: The shared keys of both classifiers' configs; each adds its own (``CONFIG_SPEC``).
+_COMMON_SPEC = {"image_shape": cc.image_shape(), "head": cc.choice(*HEADS),
+                "level_weights": cc.level_weights(), "schedule": cc.schedule()}
 
 
 class _Classifier(Module):
     """A backbone (``self.backbone``: x -> (N, F)) and a head over a hierarchy."""
 
+    kind = None  # "cnn" or "rnn": the ``model`` entry of the config
+
+    def _check_arguments(self, hierarchy, arguments):
+        """The constructor's arguments checked by the class's CONFIG_SPEC (model excluded)."""
+        name = type(self).__name__
+        if not isinstance(hierarchy, ClassHierarchy):
+            raise TypeError(f"{name}: hierarchy must be a ClassHierarchy, got "
+                            f"{type(hierarchy).__name__}")
+        return cc.check_arguments(name, arguments, self.CONFIG_SPEC)
+
     def _make_head(self, features, hierarchy, head, level_weights=(1.0, 1.0), schedule=None):
-        if head not in HEADS:
-            raise ValueError(f"{type(self).__name__}: head must be one of {HEADS}, got {head!r}")
         self.head_kind, self.hierarchy = head, hierarchy
+        self.level_weights, self.schedule = tuple(level_weights), schedule
         if head == "flat":
             self.classifier = Linear(features, hierarchy.num_labels)
             self.criterion = CrossEntropyLoss()
@@ -126,6 +146,32 @@ class _Classifier(Module):
         if self.head_kind == "multilevel":
             self.classifier.set_epoch(epoch)
 
+    def config(self):
+        """What ``from_config`` needs, with the hierarchy, to rebuild this model."""
+        own = {key: getattr(self, key) for key in self.CONFIG_SPEC
+               if key not in _COMMON_SPEC and key != "model"}
+        return dict(own, model=self.kind, image_shape=list(self.image_shape),
+                    head=self.head_kind, level_weights=list(self.level_weights),
+                    schedule=None if self.schedule is None else self.schedule.to_list())
+
+    @classmethod
+    def from_config(cls, config, hierarchy):
+        """The model ``config()`` describes, checked key by key (see the module docstring)."""
+        values = cc.check_config(cls.__name__, config, cls.CONFIG_SPEC)
+        del values["model"]
+        return cc.construct(cls.__name__, lambda **kw: cls(hierarchy, **kw), values)
+
+
+def classifier_from_config(config, hierarchy):
+    """A ``CNNClassifier`` or ``RowRNNClassifier`` from its ``config()`` (its ``model``
+    entry says which)."""
+    kinds = {"cnn": CNNClassifier, "rnn": RowRNNClassifier}
+    kind = config.get("model") if isinstance(config, dict) else None
+    if kind not in kinds:
+        raise CheckpointError(f"classifier config: model must be one of 'cnn', 'rnn', got "
+                              f"{kind!r}")
+    return kinds[kind].from_config(config, hierarchy)
+
 
 def _softmax(logits):
     z = logits.astype(np.float64)
@@ -161,24 +207,30 @@ class CNNClassifier(_Classifier):
     Shapes: x (N, C, H, W) float; y (N,) fine labels of ``hierarchy``.
     """
 
+    kind = "cnn"
+    CONFIG_SPEC = dict(_COMMON_SPEC, model=cc.choice("cnn"), arch=cc.choice("lenet", "vgg"))
+
     def __init__(self, hierarchy, image_shape=(1, 28, 28), arch="lenet", head="multilevel",
                  level_weights=(1.0, 1.0), schedule=None):
         super().__init__()
+        args = self._check_arguments(hierarchy, dict(
+            image_shape=image_shape, arch=arch, head=head, level_weights=level_weights,
+            schedule=schedule))
         Conv2d, BatchNorm2d, MaxPool2d, AdaptiveAvgPool2d = _conv_layers()
-        self.image_shape, self.arch = tuple(image_shape), arch
+        self.image_shape, self.arch = args["image_shape"], args["arch"]
         c, height, width = self.image_shape
-        if arch == "lenet":
+        if self.arch == "lenet":
             side_h, side_w = ((height - 2) // 2 - 2) // 2, ((width - 2) // 2 - 2) // 2
             if side_h < 1 or side_w < 1:
-                raise ShapeError(f"CNNClassifier(lenet): images of {height}x{width} are too small "
-                                 f"(at least 10x10)")
+                raise ConfigError(f"CNNClassifier(lenet): images of {height}x{width} are too "
+                                  f"small (at least 10x10)")
             # each convolution's ReLU fused into it (one pass less each way)
             self.backbone = Sequential(
                 Conv2d(c, 32, 3, activation="relu"), MaxPool2d(2),
                 Conv2d(32, 64, 3, activation="relu"), MaxPool2d(2),
                 Flatten(), Linear(64 * side_h * side_w, 128), ReLU())
             features = 128
-        elif arch == "vgg":
+        else:  # vgg
             self.backbone = Sequential(
                 Conv2d(c, 32, 3, padding=1), BatchNorm2d(32), ReLU(),
                 Conv2d(32, 32, 3, padding=1), BatchNorm2d(32), ReLU(), MaxPool2d(2),
@@ -186,9 +238,8 @@ class CNNClassifier(_Classifier):
                 Conv2d(64, 64, 3, padding=1), BatchNorm2d(64), ReLU(), MaxPool2d(2),
                 AdaptiveAvgPool2d(1), Flatten())
             features = 64
-        else:
-            raise ValueError(f"CNNClassifier: arch must be 'lenet' or 'vgg', got {arch!r}")
-        self._make_head(features, hierarchy, head, level_weights, schedule)
+        self._make_head(features, hierarchy, args["head"], args["level_weights"],
+                        args["schedule"])
 
     def extra_repr(self):
         return f"arch={self.arch!r}, head={self.head_kind!r}, labels={self.hierarchy.num_labels}"
@@ -215,9 +266,6 @@ class _Rows(Module):
         return backend_of(grad_out).permute(grad_out.reshape(n, h, c, w), (0, 2, 1, 3))
 
 
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-
-
 class RowRNNClassifier(_Classifier):
     """Reads an image row by row with a recurrent network; see the module docstring.
 
@@ -226,15 +274,22 @@ class RowRNNClassifier(_Classifier):
     binary cross-entropy on pixels in [0, 1]; ``pretrain_backward()``.
     """
 
+    kind = "rnn"
+    CONFIG_SPEC = dict(_COMMON_SPEC, model=cc.choice("rnn"), hidden=cc.size(), layers=cc.size(),
+                       cell=cc.choice(*CELLS))
+
     def __init__(self, hierarchy, image_shape=(1, 28, 28), hidden=128, layers=1, cell="lstm",
                  head="multilevel", level_weights=(1.0, 1.0), schedule=None):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"RowRNNClassifier: cell must be one of {sorted(CELLS)}, got {cell!r}")
-        self.image_shape, self.cell = tuple(image_shape), cell
+        args = self._check_arguments(hierarchy, dict(
+            image_shape=image_shape, hidden=hidden, layers=layers, cell=cell, head=head,
+            level_weights=level_weights, schedule=schedule))
+        self.image_shape, self.cell = args["image_shape"], args["cell"]
+        self.hidden, self.layers = args["hidden"], args["layers"]
+        hidden = self.hidden
         c, height, width = self.image_shape
         self.rows = _Rows()
-        self.rnn = CELLS[cell](c * width, hidden, layers)
+        self.rnn = CELLS[self.cell](c * width, hidden, self.layers)
         # right after the RNN, so that the pre-training parameters (rnn + row_decoder)
         # are one contiguous slice of the flat buffer: one optimizer kernel, no repacking
         self.row_decoder = Linear(hidden, c * width)
@@ -242,7 +297,7 @@ class RowRNNClassifier(_Classifier):
         self.norm = BatchNorm1d(hidden)
         self.backbone = Sequential(self.rows, self.last, self.norm)
         self.pretrain_criterion = BCEWithLogitsLoss()
-        self._make_head(hidden, hierarchy, head, level_weights, schedule)
+        self._make_head(hidden, hierarchy, args["head"], args["level_weights"], args["schedule"])
 
     def extra_repr(self):
         return f"cell={self.cell!r}, head={self.head_kind!r}, labels={self.hierarchy.num_labels}"

@@ -27,17 +27,24 @@ import numpy as np
 
 from ..backend import backend_of
 from ..data.hierarchy import ClassHierarchy
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError, TargetError
 from ..nn import Dropout, Embedding, Linear, Module
-from ..nn.checks import describe
+from ..nn.checks import check_dtype, check_int, check_real, describe
 from ..nn.loss import CrossEntropyLoss
 from ..nn.causal_conv import CausalConvStack
 from ..nn.multilevel import MultiLevelSoftmax
 from ..nn.recurrent import GRU, LSTM, RNN
 from ..nn.sampling import sample_from_log_probs
+from . import config_checks as cc
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 HEADS = ("flat", "multilevel")
+
+#: Every key of ``AutoregressiveLM.config()`` and how it is checked (constructor and file).
+CONFIG_SPEC = {"vocab_size": cc.size(), "embed_dim": cc.size(), "hidden_size": cc.size(),
+               "num_layers": cc.size(), "cell": cc.choice(*CELLS), "dropout": cc.fraction(),
+               "head": cc.choice(*HEADS), "tie_weights": cc.flag(),
+               "backbone": cc.choice("rnn", "conv"), "kernel_size": cc.size()}
 
 
 class AutoregressiveLM(Module):
@@ -53,16 +60,17 @@ class AutoregressiveLM(Module):
                  dropout=0.0, head="multilevel", hierarchy=None, tie_weights=False,
                  backbone="rnn", kernel_size=2, dtype=np.float32):
         super().__init__()
-        if backbone not in ("rnn", "conv"):
-            raise ValueError(f"AutoregressiveLM: backbone must be 'rnn' or 'conv', got {backbone!r}")
-        if cell not in CELLS:
-            raise ValueError(f"AutoregressiveLM: cell must be one of {sorted(CELLS)}, got {cell!r}")
-        if head not in HEADS:
-            raise ValueError(f"AutoregressiveLM: head must be one of {HEADS}, got {head!r}")
-        self.vocab_size, self.embed_dim, self.hidden_size = int(vocab_size), int(embed_dim), \
-            int(hidden_size)
-        self.num_layers, self.cell, self.head_kind = int(num_layers), cell, head
-        self.backbone, self.kernel_size = backbone, int(kernel_size)
+        args = cc.check_arguments("AutoregressiveLM", dict(
+            vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size,
+            num_layers=num_layers, cell=cell, dropout=dropout, head=head,
+            tie_weights=tie_weights, backbone=backbone, kernel_size=kernel_size), CONFIG_SPEC)
+        dtype = check_dtype("AutoregressiveLM", dtype)
+        _check_head(args, hierarchy)
+        self.vocab_size, self.embed_dim = args["vocab_size"], args["embed_dim"]
+        self.hidden_size, self.num_layers = args["hidden_size"], args["num_layers"]
+        self.cell, self.head_kind = args["cell"], args["head"]
+        self.backbone, self.kernel_size = args["backbone"], args["kernel_size"]
+        dropout, tie_weights = args["dropout"], args["tie_weights"]
         self.embedding = Embedding(self.vocab_size, self.embed_dim, dtype=dtype)
         if backbone == "rnn":
             self.rnn = CELLS[cell](self.embed_dim, self.hidden_size, self.num_layers,
@@ -74,18 +82,9 @@ class AutoregressiveLM(Module):
         if head == "flat":
             self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=dtype)
             if tie_weights:
-                if self.embed_dim != self.hidden_size:
-                    raise ValueError(f"AutoregressiveLM: tie_weights needs embed_dim == "
-                                     f"hidden_size, got {self.embed_dim} and {self.hidden_size}")
                 self.decoder.weight = self.embedding.weight
             self.criterion = CrossEntropyLoss()
         else:
-            if hierarchy is None:
-                raise ValueError("AutoregressiveLM: head='multilevel' needs a ClassHierarchy "
-                                 "(e.g. ClassHierarchy.from_counts(tokenizer.counts))")
-            if hierarchy.num_labels != self.vocab_size:
-                raise ValueError(f"AutoregressiveLM: the hierarchy has {hierarchy.num_labels} "
-                                 f"labels but the vocabulary {self.vocab_size} tokens")
             self.head = MultiLevelSoftmax(self.hidden_size, hierarchy, dtype=dtype)
         self.tie_weights = bool(tie_weights)
 
@@ -107,7 +106,11 @@ class AutoregressiveLM(Module):
 
     @classmethod
     def from_config(cls, config, hierarchy=None):
-        return cls(hierarchy=hierarchy, **config)
+        """The model ``config()`` describes (untrained: load the weights next). A config read
+        from a file is checked key by key first (``CONFIG_SPEC``): a missing or unknown key,
+        or a value of the wrong type or range, is a ``CheckpointError`` naming it."""
+        values = cc.check_config("AutoregressiveLM", config, CONFIG_SPEC)
+        return cc.construct("AutoregressiveLM", cls, dict(values, hierarchy=hierarchy))
 
     # --- training -------------------------------------------------------------
     def _check_ids(self, ids, what="ids"):
@@ -161,18 +164,21 @@ class AutoregressiveLM(Module):
     def generate(self, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, rng=None):
         """Continue ``prompt_ids`` (1-D) by sampling; returns prompt + new ids (1-D int64).
 
+        ``temperature``: a finite number >= 0 (0: always the most likely token);
+        ``top_k``: None or an integer in [1, vocab_size]; every prompt id must be in the
+        vocabulary. Anything else is a ``ValueError`` (``ConfigError``, ``TargetError``,
+        ``ShapeError``) before the first step.
+
         The multi-level head samples a class, then a token within it, so a
         step costs O(H (C + |class|)) rather than O(H V).
         """
-        prompt_ids = np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1)
-        if prompt_ids.size == 0:
-            raise ShapeError(f"{describe(self)}: generate needs a prompt of at least one token")
+        prompt_ids = self._check_generate(prompt_ids, max_new_tokens, temperature, top_k)
         was_training = self.training
         self.eval()
         try:
             out = list(prompt_ids[0])
             features, state = self.features(prompt_ids)
-            for _ in range(int(max_new_tokens)):
+            for _ in range(max_new_tokens):
                 last = _last_step(features)
                 if self.head_kind == "flat":
                     token = sample_from_log_probs(self.decoder(last), temperature, top_k, rng)[0]
@@ -183,6 +189,28 @@ class AutoregressiveLM(Module):
         finally:
             self.train(was_training)
         return np.array(out, np.int64)
+
+    def _check_generate(self, prompt_ids, max_new_tokens, temperature, top_k):
+        """The prompt as a (1, T) int64 array, after checking every argument of ``generate``:
+        a negative or non-finite temperature, or a top_k outside [1, vocab_size], would
+        sample from NaNs or from nothing. Temperature 0 is greedy decoding (the argmax)."""
+        name = describe(self)
+        prompt = np.asarray(prompt_ids)
+        if prompt.dtype.kind not in "iu" and prompt.size:
+            raise TargetError(f"{name}: generate expects the prompt as integer token ids, got "
+                              f"dtype {prompt.dtype}")
+        if prompt.ndim != 1 or prompt.size == 0:
+            raise ShapeError(f"{name}: generate needs a 1-D prompt of at least one token, got "
+                             f"shape {prompt.shape}")
+        low, high = int(prompt.min()), int(prompt.max())
+        if low < 0 or high >= self.vocab_size:
+            raise TargetError(f"{name}: prompt token id {low if low < 0 else high} is outside "
+                              f"the vocabulary [0, {self.vocab_size})")
+        check_int(name, "max_new_tokens", max_new_tokens, low=0)
+        check_real(name, "temperature", temperature, low=0.0)
+        if top_k is not None:
+            check_int(name, "top_k", top_k, low=1, high=self.vocab_size)
+        return prompt.astype(np.int64).reshape(1, -1)
 
     def evaluate(self, ids, batch_size=16, bptt=128):
         """Mean nats per token over a 1-D stream, carrying the state across windows."""
@@ -199,6 +227,28 @@ class AutoregressiveLM(Module):
         finally:
             self.train(was_training)
         return total / max(count, 1)
+
+
+def _check_head(args, hierarchy):
+    """The head's arguments fit together: tied weights need the flat head and equal sizes,
+    the multi-level head a hierarchy over exactly the vocabulary."""
+    if args["tie_weights"]:
+        if args["head"] != "flat":
+            raise ConfigError("AutoregressiveLM: tie_weights needs head='flat' (the multi-level "
+                              "head has no decoder matrix to tie), got head='multilevel'")
+        if args["embed_dim"] != args["hidden_size"]:
+            raise ConfigError(f"AutoregressiveLM: tie_weights needs embed_dim == hidden_size, "
+                              f"got {args['embed_dim']} and {args['hidden_size']}")
+    if hierarchy is not None and not isinstance(hierarchy, ClassHierarchy):
+        raise TypeError(f"AutoregressiveLM: hierarchy must be a ClassHierarchy, got "
+                        f"{type(hierarchy).__name__}")
+    if args["head"] == "multilevel":
+        if hierarchy is None:
+            raise ConfigError("AutoregressiveLM: head='multilevel' needs a ClassHierarchy "
+                              "(e.g. ClassHierarchy.from_counts(tokenizer.counts))")
+        if hierarchy.num_labels != args["vocab_size"]:
+            raise ConfigError(f"AutoregressiveLM: the hierarchy has {hierarchy.num_labels} "
+                              f"labels but the vocabulary {args['vocab_size']} tokens")
 
 
 def _last_step(features):

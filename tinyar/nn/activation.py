@@ -5,7 +5,7 @@ derivative needs: ReLU, LeakyReLU and GELU keep x; Tanh and Sigmoid keep y,
 since tanh' = 1 - y^2 and sigmoid' = y (1 - y) are cheapest from the output.
 """
 from ..backend import backend_of
-from .checks import check_float_input
+from .checks import check_float_input, check_real
 from .module import Module
 
 
@@ -26,7 +26,7 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_real("LeakyReLU", "negative_slope", negative_slope)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"

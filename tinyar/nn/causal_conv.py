@@ -23,7 +23,9 @@ Backward of the gated activation, with u = tanh(z_f), s = sigmoid(z_g), a = u s:
 import numpy as np
 
 from ..backend import backend_of
-from .checks import check_float_input, check_shape, check_size
+from ..errors import ConfigError, ShapeError
+from .checks import (check_dtype, check_float_input, check_int, check_ints, check_output_grad,
+                     check_shape, check_size, describe)
 from .conv import Conv1d
 from .module import Module
 
@@ -43,6 +45,11 @@ class GatedActivation(Module):
     """
 
     def forward(self, z):
+        check_float_input(self, z)
+        check_shape(self, z, "(N, 2C, T)", ndim=3)
+        if z.shape[1] % 2:
+            raise ShapeError(f"{describe(self)}: expected input (N, 2C, T) with an even number "
+                             f"of channels (two halves), got {tuple(z.shape)}")
         B = backend_of(z)
         n, channels, steps = z.shape[0], z.shape[1] // 2, z.shape[2]
         self._halves = B.to_channel_major(z.reshape(n, 2, channels * steps))  # (2, N*C*T)
@@ -64,6 +71,10 @@ class ResidualBlock(Module):
 
     def __init__(self, channels, kernel_size, dilation, dtype=np.float32):
         super().__init__()
+        name = "ResidualBlock"
+        channels, kernel_size = check_int(name, "channels", channels), \
+            check_int(name, "kernel_size", kernel_size)
+        dilation, dtype = check_int(name, "dilation", dilation), check_dtype(name, dtype)
         self.dilated = Conv1d(channels, 2 * channels, kernel_size, padding="causal",
                               dilation=dilation, dtype=dtype)
         self.gate = GatedActivation()
@@ -87,17 +98,28 @@ class CausalConvStack(Module):
     def __init__(self, input_size, channels, num_layers=6, kernel_size=2, dilations=None,
                  dtype=np.float32):
         super().__init__()
-        self.input_size, self.channels = int(input_size), int(channels)
-        self.num_layers, self.kernel_size = int(num_layers), int(kernel_size)
-        if dilations is None:
-            dilations = [2 ** (i % 8) for i in range(self.num_layers)]
-        if len(dilations) != self.num_layers:
-            raise ValueError(f"CausalConvStack: {len(dilations)} dilations for "
-                             f"{self.num_layers} layers")
-        self.dilations = [int(d) for d in dilations]
+        name = "CausalConvStack"
+        self.input_size = check_int(name, "input_size", input_size)
+        self.channels = check_int(name, "channels", channels)
+        self.num_layers = check_int(name, "num_layers", num_layers)
+        self.kernel_size = check_int(name, "kernel_size", kernel_size)
+        dtype = check_dtype(name, dtype)
+        if dilations is not None:
+            if not isinstance(dilations, (tuple, list)):
+                raise ConfigError(f"CausalConvStack: dilations must be a list of one int per "
+                                  f"layer, got {dilations!r}")
+            if len(dilations) != self.num_layers:
+                raise ConfigError(f"CausalConvStack: {len(dilations)} dilations for "
+                                  f"{self.num_layers} layers; give one per layer")
+            dilations = check_ints(name, "dilations", dilations, self.num_layers)
         self.project = Conv1d(self.input_size, self.channels, 1, dtype=dtype)
-        for i, d in enumerate(self.dilations):
+        # block by block (not a list of them first), so that under an allocation limit a
+        # huge num_layers is refused at the first block past it
+        self.dilations = []
+        for i in range(self.num_layers):
+            d = 2 ** (i % 8) if dilations is None else dilations[i]
             setattr(self, f"block{i}", ResidualBlock(self.channels, self.kernel_size, d, dtype))
+            self.dilations.append(d)
         self.hidden_size = self.channels  # what a language-model head reads
 
     def extra_repr(self):
@@ -119,9 +141,14 @@ class CausalConvStack(Module):
         h = self.project(_swap_last_axes(x))  # (N, C, T)
         for block in self._blocks():
             h = block(h)
-        return _swap_last_axes(h), None
+        output = _swap_last_axes(h)
+        self._output_shape = output.shape
+        return output, None
 
     def backward(self, grad_output, grad_state=None):
+        """(dx, None): no gradient reaches a state, as there is none."""
+        check_output_grad(self, grad_output, self._output_shape,
+                   what="grad_output of the output's shape")
         g = _swap_last_axes(grad_output)
         for block in reversed(self._blocks()):
             g = block.backward(g)

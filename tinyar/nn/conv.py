@@ -38,14 +38,13 @@ goes through at once while its columns take at most CHUNK_BYTES, and
 backward reuses the forward's columns: chunks of ~1 MiB (to stay in the L2
 cache) made LeNet's step slower, 16-17 ms against 14.
 """
-import numbers
-
 import numpy as np
 
 from ..backend import backend_of
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from . import init
-from .checks import check_float_input, check_shape, check_size, describe
+from .checks import (check_choice, check_dtype, check_flag, check_float_input, check_int,
+                     check_ints, check_shape, check_size, describe)
 from .module import Module
 from .parameter import Parameter
 
@@ -54,15 +53,6 @@ from .parameter import Parameter
 # so the limit there is higher: LeNet's second convolution at batch 512 (71 MB of
 # columns) stays one chunk.
 CHUNK_BYTES = {"cpu": 64 << 20, "cuda": 1 << 30}
-
-
-def _pair(value, name, layer):
-    if isinstance(value, numbers.Integral):
-        value = (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"{layer}: {name} must be an int or a pair of ints, got {value}")
-    return value
 
 
 def _same_padding(kernel, dilation):
@@ -91,29 +81,25 @@ class _Conv(Module):
     _spatial_names = ("H", "W")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
-                 groups, bias, dtype, weight_shape, activation=None):
+                 groups, bias, dtype, weight_kernel, activation=None):
+        """``kernel_size`` ... ``padding``: the checked geometry of the 2-d view;
+        ``weight_kernel``: the kernel's own shape, (kh, kw) or (k,), for the weight."""
         super().__init__()
         name = type(self).__name__
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"{name}: activation must be one of {ACTIVATIONS}, got "
-                             f"{activation!r}")
-        self.activation = activation
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.groups = int(groups)
-        if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"{name}: in_channels ({self.in_channels}) and out_channels "
-                             f"({self.out_channels}) must both be divisible by groups "
-                             f"({self.groups})")
-        for what, value in (("kernel_size", kernel_size), ("stride", stride),
-                            ("dilation", dilation)):
-            if min(value) < 1:
-                raise ValueError(f"{name}: {what} must be positive, got {value}")
-        if min(padding) < 0:
-            raise ValueError(f"{name}: padding must be non-negative, got {padding}")
+        self.activation = check_choice(name, "activation", activation, ACTIVATIONS)
+        self.in_channels = check_int(name, "in_channels", in_channels)
+        self.out_channels = check_int(name, "out_channels", out_channels)
+        self.groups = check_int(name, "groups", groups)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ConfigError(f"{name}: in_channels ({self.in_channels}) and out_channels "
+                              f"({self.out_channels}) must both be divisible by groups "
+                              f"({self.groups})")
+        bias, dtype = check_flag(name, "bias", bias), check_dtype(name, dtype)
         # (kh, kw), (sh, sw), (dh, dw) and (top, bottom, left, right), all of the 2-d view
         self._kernel, self._stride, self._dilation, self._padding = (kernel_size, stride,
                                                                      dilation, padding)
         fan_in = self.in_channels // self.groups * kernel_size[0] * kernel_size[1]
+        weight_shape = (self.out_channels, self.in_channels // self.groups) + weight_kernel
         self.weight = Parameter(init.fan_in_uniform(weight_shape, fan_in, dtype))
         self.bias = Parameter(init.fan_in_uniform(self.out_channels, fan_in, dtype)) \
             if bias else None
@@ -216,9 +202,6 @@ class _Conv(Module):
     def backward(self, grad_out, input_grad=True):
         """dL/dx; ``input_grad=False`` (x is the data, see ``Sequential.backward``) skips
         dL/dcols and col2im, only adds the parameter gradients, and returns None."""
-        if tuple(grad_out.shape) != tuple(self._y_shape):
-            raise ShapeError(f"{describe(self)}: expected a gradient of the output's shape "
-                             f"{tuple(self._y_shape)}, got {tuple(grad_out.shape)}")
         B = backend_of(grad_out)
         x4 = self._x4
         grad = grad_out.reshape(x4.shape[0], self.out_channels, self._spatial)
@@ -298,25 +281,24 @@ class Conv2d(_Conv):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, dtype=np.float32, activation=None):
-        kernel = _pair(kernel_size, "kernel_size", "Conv2d")
-        stride, dilation = _pair(stride, "stride", "Conv2d"), _pair(dilation, "dilation", "Conv2d")
-        shown_padding = padding if isinstance(padding, str) else _pair(padding, "padding",
-                                                                        "Conv2d")
+        kernel = check_ints("Conv2d", "kernel_size", kernel_size, 2)
+        stride = check_ints("Conv2d", "stride", stride, 2)
+        dilation = check_ints("Conv2d", "dilation", dilation, 2)
+        if isinstance(padding, str):
+            shown_padding = check_choice("Conv2d", "padding", padding, ("valid", "same"))
+        else:
+            shown_padding = check_ints("Conv2d", "padding", padding, 2, low=0)
         if padding == "same":
             if stride != (1, 1):
-                raise ValueError("Conv2d: padding='same' needs stride 1, got stride "
-                                 f"{stride}")
+                raise ConfigError("Conv2d: padding='same' needs stride 1, got stride "
+                                  f"{stride}")
             pads = _same_padding(kernel[0], dilation[0]) + _same_padding(kernel[1], dilation[1])
         elif padding == "valid":
             pads = (0, 0, 0, 0)
-        elif isinstance(padding, str):
-            raise ValueError(f"Conv2d: padding must be an int, a pair, 'valid' or 'same', "
-                             f"got {padding!r}")
         else:
             pads = (shown_padding[0],) * 2 + (shown_padding[1],) * 2
-        shape = (int(out_channels), int(in_channels) // max(int(groups), 1)) + kernel
         super().__init__(in_channels, out_channels, kernel, stride, pads, dilation, groups, bias,
-                         dtype, shape, activation)
+                         dtype, kernel, activation)
         # as given, for printing (the base class keeps the 2-d view of them)
         self.kernel_size, self.stride, self.dilation = kernel, stride, dilation
         self.padding = shown_padding
@@ -363,24 +345,23 @@ class Conv1d(_Conv):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, dtype=np.float32, activation=None):
-        kernel, stride, dilation = (_single(kernel_size, "kernel_size"), _single(stride, "stride"),
-                                    _single(dilation, "dilation"))
+        (kernel,), (stride,), (dilation,) = (check_ints("Conv1d", "kernel_size", kernel_size, 1),
+                                             check_ints("Conv1d", "stride", stride, 1),
+                                             check_ints("Conv1d", "dilation", dilation, 1))
+        if isinstance(padding, str):
+            check_choice("Conv1d", "padding", padding, ("valid", "same", "causal"))
         if padding == "causal":
             pads = (dilation * (kernel - 1), 0)  # (left, right)
         elif padding == "same":
             if stride != 1:
-                raise ValueError(f"Conv1d: padding='same' needs stride 1, got stride {stride}")
+                raise ConfigError(f"Conv1d: padding='same' needs stride 1, got stride {stride}")
             pads = _same_padding(kernel, dilation)
         elif padding == "valid":
             pads = (0, 0)
-        elif isinstance(padding, str):
-            raise ValueError(f"Conv1d: padding must be an int, 'valid', 'same' or 'causal', "
-                             f"got {padding!r}")
         else:
-            pads = (_single(padding, "padding", minimum=0),) * 2
-        shape = (int(out_channels), int(in_channels) // max(int(groups), 1), kernel)
+            pads = check_ints("Conv1d", "padding", padding, 1, low=0) * 2
         super().__init__(in_channels, out_channels, (1, kernel), (1, stride), (0, 0) + pads,
-                         (1, dilation), groups, bias, dtype, shape, activation)
+                         (1, dilation), groups, bias, dtype, (kernel,), activation)
         self.kernel_size, self.stride, self.dilation = (kernel,), (stride,), (dilation,)
         self.padding = padding if isinstance(padding, str) else (pads[0],)
 
@@ -402,11 +383,3 @@ class Conv1d(_Conv):
 
     def _output_shape(self, x_shape, height, width):
         return (x_shape[0], self.out_channels, width)
-
-
-def _single(value, name, minimum=1):
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"Conv1d: {name} must be an int >= {minimum}, got {value!r}")
-    return int(value)

@@ -10,7 +10,7 @@ the host and copied over, and a CPU and a GPU run from the same
 """
 from ..backend import backend_of
 from ..random import generator
-from .checks import check_float_input
+from .checks import check_float_input, check_real
 from .module import Module
 
 
@@ -47,11 +47,8 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        p = float(p)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p is the probability of dropping an entry and must lie "
-                             f"in [0, 1], got {p}")
-        self.p = p
+        # p = 1 is allowed (as in PyTorch): everything is dropped, y = 0
+        self.p = check_real(type(self).__name__, "p", p, low=0.0, high=1.0)
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -2,9 +2,9 @@
 import numpy as np
 
 from ..backend import backend_of
-from ..errors import DTypeError, ShapeError, TargetError
+from ..errors import DTypeError, TargetError
 from . import init
-from .checks import describe
+from .checks import check_dtype, check_int, describe
 from .module import Module
 from .parameter import Parameter
 
@@ -33,13 +33,13 @@ class Embedding(Module):
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32):
         super().__init__()
-        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.num_embeddings = check_int("Embedding", "num_embeddings", num_embeddings)
+        self.embedding_dim = check_int("Embedding", "embedding_dim", embedding_dim)
+        dtype = check_dtype("Embedding", dtype)
         if padding_idx is not None:
-            padding_idx = int(padding_idx)
-            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
-                raise ValueError(f"Embedding: padding_idx={padding_idx} must lie in "
-                                 f"[-{self.num_embeddings}, {self.num_embeddings})")
-            padding_idx %= self.num_embeddings
+            n = self.num_embeddings
+            padding_idx = check_int("Embedding", "padding_idx", padding_idx, low=-n,
+                                    high=n - 1) % n
         self.padding_idx = padding_idx
         weight = init.normal((self.num_embeddings, self.embedding_dim), 1.0, dtype)
         if padding_idx is not None:
@@ -72,10 +72,6 @@ class Embedding(Module):
         return backend_of(self.weight.data).embedding_forward(self.weight.data, indices)
 
     def backward(self, grad_out):
-        expected = tuple(self._indices.shape) + (self.embedding_dim,)
-        if tuple(grad_out.shape) != expected:
-            raise ShapeError(f"{describe(self)}: expected a gradient of the output's shape "
-                             f"{expected}, got {tuple(grad_out.shape)}")
         backend_of(grad_out).embedding_backward(grad_out, self._indices, self.padding_idx,
                                                 self.weight.grad)
         return None

@@ -1,6 +1,6 @@
 """``Flatten``: merge axes into one; backward restores the shape."""
-from ..errors import ShapeError
-from .checks import describe
+from ..errors import DTypeError, ShapeError
+from .checks import check_int, describe
 from .module import Module
 
 
@@ -12,12 +12,16 @@ class Flatten(Module):
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
-        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+        self.start_dim = check_int("Flatten", "start_dim", start_dim, low=-64, high=63)
+        self.end_dim = check_int("Flatten", "end_dim", end_dim, low=-64, high=63)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
     def forward(self, x):
+        if not hasattr(x, "shape"):
+            raise DTypeError(f"{describe(self)}: expected input as an array, got "
+                             f"{type(x).__name__}")
         start = self.start_dim + x.ndim if self.start_dim < 0 else self.start_dim
         end = self.end_dim + x.ndim if self.end_dim < 0 else self.end_dim
         if not 0 <= start <= end < x.ndim:

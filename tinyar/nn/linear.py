@@ -3,7 +3,7 @@ import numpy as np
 
 from ..backend import backend_of
 from . import init
-from .checks import check_float_input, check_shape, check_size
+from .checks import check_dtype, check_flag, check_float_input, check_int, check_shape, check_size
 from .module import Module
 from .parameter import Parameter
 
@@ -23,7 +23,9 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
         super().__init__()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = check_int("Linear", "in_features", in_features)
+        self.out_features = check_int("Linear", "out_features", out_features)
+        bias, dtype = check_flag("Linear", "bias", bias), check_dtype("Linear", dtype)
         shape = (self.out_features, self.in_features)
         self.weight = Parameter(init.fan_in_uniform(shape, self.in_features, dtype))
         self.bias = Parameter(init.fan_in_uniform(self.out_features, self.in_features, dtype)) \

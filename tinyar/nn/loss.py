@@ -27,12 +27,25 @@ import numpy as np
 
 from ..backend import backend_of
 from ..device import to_host
-from ..errors import NumericalError, ShapeError
-from .checks import (check_finite_loss, check_float_input, check_same_shape, check_shape,
-                     check_targets, describe)
+from ..errors import ConfigError, NumericalError, ShapeError
+from .checks import (check_choice, check_finite_loss, check_float_input, check_int, check_real,
+                     check_same_shape, check_shape, check_targets, describe)
 from .module import Module
 
 REDUCTIONS = ("mean", "sum", "none")
+
+
+def _class_weights(owner, name, weight):
+    """A loss's per-class weights as a floating array: real numbers, finite and >= 0 (a
+    negative or NaN weight would make the loss meaningless, silently)."""
+    array = np.array(weight)
+    if array.dtype.kind not in "fiu":
+        raise ConfigError(f"{owner}: {name} must hold real numbers, got dtype {array.dtype}")
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    if array.size and not (np.isfinite(array).all() and array.min() >= 0):
+        raise ConfigError(f"{owner}: {name} must be finite and >= 0, got {weight!r}")
+    return array
 
 
 class _Loss(Module):
@@ -40,13 +53,16 @@ class _Loss(Module):
 
     def __init__(self, reduction="mean"):
         super().__init__()
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"{type(self).__name__}: reduction must be 'mean', 'sum' or "
-                             f"'none', got {reduction!r}")
-        self.reduction = reduction
+        self.reduction = check_choice(type(self).__name__, "reduction", reduction, REDUCTIONS)
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}"
+
+    def check_buffer(self, name, value):
+        """Loaded class weights (``weight``, ``pos_weight``) must be >= 0, as given ones."""
+        if value.size and value.min() < 0:
+            return f"holds {value.min()}; a loss weight is >= 0"
+        return None
 
     def _reduce(self, losses, divisor, shape):
         """The forward's result from the unreduced ``losses``; 'mean' divides by ``divisor``."""
@@ -90,13 +106,13 @@ class _ClassIndexLoss(_Loss):
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
         super().__init__(reduction)
-        self.ignore_index = int(ignore_index)
+        name = type(self).__name__
+        self.ignore_index = check_int(name, "ignore_index", ignore_index, low=-2**62,
+                                      high=2**62)
         if weight is None:
             self.weight = None
         else:
-            weight = np.array(weight)
-            if not np.issubdtype(weight.dtype, np.floating):
-                weight = weight.astype(np.float32)
+            weight = _class_weights(name, "weight", weight)
             if weight.ndim != 1:
                 raise ShapeError(f"{type(self).__name__}: expected weight (C,), one per class, "
                                  f"got {weight.shape}")
@@ -180,10 +196,8 @@ class CrossEntropyLoss(_ClassIndexLoss):
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(weight, ignore_index, reduction)
-        if not 0.0 <= float(label_smoothing) <= 1.0:
-            raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got "
-                             f"{label_smoothing}")
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = check_real("CrossEntropyLoss", "label_smoothing", label_smoothing,
+                                          low=0.0, high=1.0)
 
     def extra_repr(self):
         return super().extra_repr() + f", label_smoothing={self.label_smoothing}"
@@ -280,9 +294,10 @@ class BCEWithLogitsLoss(_ElementwiseLoss):
         if pos_weight is None:
             self.pos_weight = None
         else:
-            pos_weight = np.array(pos_weight)
-            if not np.issubdtype(pos_weight.dtype, np.floating):
-                pos_weight = pos_weight.astype(np.float32)
+            pos_weight = _class_weights("BCEWithLogitsLoss", "pos_weight", pos_weight)
+            if pos_weight.ndim > 1:
+                raise ShapeError(f"BCEWithLogitsLoss: expected pos_weight (C,), one per class, "
+                                 f"or a single number, got shape {pos_weight.shape}")
             self.register_buffer("pos_weight", pos_weight)  # torch's buffer name
 
     def forward(self, input, target):

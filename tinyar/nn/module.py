@@ -9,6 +9,20 @@ children's backward in reverse order: the chain rule, written out.
 When the outermost ``__init__`` of a module returns, all its parameters are
 packed into one flat buffer (``parameter.FlatBuffer``), so optimizers and
 ``zero_grad`` work on a single array.
+
+Every subclass's ``forward`` and ``backward`` are wrapped (``__init_subclass__``)
+so that misuse is an error naming the layer instead of a crash deep in a kernel
+or, worse, a silently wrong gradient:
+
+    forward    records that it ran and the shape of its output (when it is an array);
+    backward   refuses to run before a forward, and refuses dL/d(output) of another
+               shape than that output (``checks.check_backward_ready`` and
+               ``checks.check_output_grad``).
+
+A layer that calls its parent class's forward or backward (``MaxPool1d`` on its
+(N, C, 1, L) view) is checked once, at the outermost call. Layers whose backward
+overwrites what their forward saved (the recurrent layers) set
+``single_backward = True``: a second backward after one forward is refused too.
 """
 import threading
 from collections import OrderedDict
@@ -17,9 +31,75 @@ from functools import wraps
 import numpy as np
 
 from ..errors import CheckpointError
+from .checks import check_backward_ready, check_output_grad
 from .parameter import FlatBuffer, Parameter, every_index
 
 _construction = threading.local()
+
+#: How a backward's dL/d(output) may be passed by keyword (the first positional one otherwise).
+_GRAD_NAMES = ("grad_out", "grad_output", "grad", "grad_h")
+
+
+def _pack_after(init):
+    """``__init__`` that packs the parameters into one flat buffer when the outermost
+    constructor returns (a model's, not each of its layers')."""
+    @wraps(init)
+    def init_then_pack(self, *args, **kw):
+        depth = getattr(_construction, "depth", 0)
+        _construction.depth = depth + 1
+        try:
+            init(self, *args, **kw)
+        finally:
+            _construction.depth = depth
+        if depth == 0:  # the outermost constructor has finished
+            self.flat_parameters()
+    return init_then_pack
+
+
+def _recording(forward):
+    """``forward`` that records, in ``self._forward_record``, that it ran: the output's shape
+    when it is an array, else "done" (a loss's float, a recurrent layer's (output, state)).
+    Until it returns, the record is None: a forward that raised leaves nothing to go back
+    through."""
+    @wraps(forward)
+    def recorded(self, *args, **kwargs):
+        if self.__dict__.get("_in_forward"):  # the layer's own super().forward(...)
+            return forward(self, *args, **kwargs)
+        object.__setattr__(self, "_forward_record", None)
+        object.__setattr__(self, "_in_forward", True)
+        try:
+            out = forward(self, *args, **kwargs)
+        finally:
+            object.__setattr__(self, "_in_forward", False)
+        shape = getattr(out, "shape", None)
+        record = tuple(shape) if shape is not None and hasattr(out, "dtype") else "done"
+        object.__setattr__(self, "_forward_record", record)
+        return out
+    recorded.records_forward = True
+    return recorded
+
+
+def _checked(backward):
+    """``backward`` that first checks the record its forward left (see the module docstring)."""
+    @wraps(backward)
+    def checked(self, *args, **kwargs):
+        if self.__dict__.get("_in_backward"):  # the layer's own super().backward(...)
+            return backward(self, *args, **kwargs)
+        record = self.__dict__.get("_forward_record")
+        check_backward_ready(self, record)
+        if isinstance(record, tuple) and (args or any(k in kwargs for k in _GRAD_NAMES)):
+            grad = args[0] if args else next(kwargs[k] for k in _GRAD_NAMES if k in kwargs)
+            check_output_grad(self, grad, record, allow_none=self.accepts_no_grad)
+        object.__setattr__(self, "_in_backward", True)
+        try:
+            result = backward(self, *args, **kwargs)
+        finally:
+            object.__setattr__(self, "_in_backward", False)
+        if self.single_backward:
+            object.__setattr__(self, "_forward_record", "consumed")
+        return result
+    checked.checks_backward = True
+    return checked
 
 
 class Module:
@@ -29,25 +109,25 @@ class Module:
     # dL/d(input) when nobody needs it (the gradient of the data, at the bottom of
     # a model): Linear saves a whole matrix product there. See Sequential.backward.
     skips_input_grad = False
+    # True for layers whose backward reads a None dL/d(output) as zeros (the recurrent cells)
+    accepts_no_grad = False
+    # True for layers whose backward overwrites what their forward saved (see the docstring)
+    single_backward = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
-        if init is None:
-            return
-
-        @wraps(init)
-        def init_then_pack(self, *args, **kw):
-            depth = getattr(_construction, "depth", 0)
-            _construction.depth = depth + 1
-            try:
-                init(self, *args, **kw)
-            finally:
-                _construction.depth = depth
-            if depth == 0:  # the outermost constructor has finished
-                self.flat_parameters()
-
-        cls.__init__ = init_then_pack
+        if init is not None:
+            cls.__init__ = _pack_after(init)
+        forward = cls.__dict__.get("forward")
+        if forward is not None and not getattr(forward, "records_forward", False):
+            recorded = _recording(forward)
+            for name, value in list(cls.__dict__.items()):
+                if value is forward:  # ``forward = loss``: both names get the recording one
+                    setattr(cls, name, recorded)
+        backward = cls.__dict__.get("backward")
+        if backward is not None and not getattr(backward, "checks_backward", False):
+            cls.backward = _checked(backward)
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -132,37 +212,85 @@ class Module:
                 else np.array(value)
         return state
 
-    def load_state_dict(self, state, strict=True):
-        """Copy arrays into the parameters and buffers, checking names and shapes."""
-        from ..backend import backend_of
+    def state_spec(self):
+        """Name -> (shape, dtype) of every entry ``state_dict`` would hold, without copying
+        anything: what a checkpoint's arrays are checked against before they are read."""
+        spec = OrderedDict()
+        for name, p in self.named_parameters():
+            spec[name] = (tuple(p.shape), np.dtype(p.dtype))
+        for name, module, attr in self.named_buffers():
+            value = getattr(module, attr)
+            dtype = value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype
+            spec[name] = (tuple(np.shape(value)), np.dtype(dtype))
+        return spec
+
+    def check_buffer(self, name, value):
+        """A problem with ``value`` for this module's own buffer ``name`` (a message), or None.
+        Subclasses whose buffers have a valid range say so (BatchNorm's variance >= 0)."""
+        return None
+
+    def load_state_dict(self, state, strict=True, source=None):
+        """Copy arrays into the parameters and buffers, checking names, shapes and values.
+
+        Every entry is checked (``check_state_dict``) before anything is copied, so a bad
+        state leaves the module as it was. Returns ``self``.
+        """
         params = dict(self.named_parameters())
         buffers = {name: (module, attr) for name, module, attr in self.named_buffers()}
-        expected = set(params) | set(buffers)
-        missing = sorted(expected - set(state))
-        unexpected = sorted(set(state) - expected)
-        if strict and (missing or unexpected):
-            raise CheckpointError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
-                                  f"unexpected keys {unexpected}")
-        for name, value in state.items():
-            if name not in expected:
-                continue
-            value = np.asarray(value)
-            target = params[name].data if name in params else getattr(*buffers[name])
-            if tuple(np.shape(target)) != value.shape:
-                raise CheckpointError(f"{type(self).__name__}.load_state_dict: '{name}' has shape "
-                                      f"{value.shape} in the state, {tuple(np.shape(target))} in "
-                                      f"the model")
-            if name in params:
-                B = backend_of(target)
-                target[every_index(target)] = B.asarray(value.astype(target.dtype, copy=False))
-            else:
-                module, attr = buffers[name]
-                if isinstance(target, np.ndarray) or hasattr(target, "__cuda_array_interface__"):
-                    B = backend_of(target)
-                    target[every_index(target)] = B.asarray(value.astype(target.dtype, copy=False))
-                else:
-                    setattr(module, attr, value.item())
+        for name, value in self.check_state_dict(state, strict, source):
+            self._copy_in(name, value, params, buffers)
         return self
+
+    def check_state_dict(self, state, strict=True, source=None):
+        """Raise ``CheckpointError`` unless ``state`` (name -> array) fits this module; the
+        (name, array) pairs to copy. Parameters and floating buffers take real floats
+        (float16/32/64, converted to the layer's dtype; integers, booleans, complex
+        numbers and text are refused) that are finite and fit that dtype; integer buffers
+        (BatchNorm's ``num_batches_tracked``) take integers; each module's ``check_buffer``
+        has the last word on its buffers. ``strict``: every name present, no other.
+        ``source`` names the state in messages (a checkpoint's path); by default
+        ``Class.load_state_dict``."""
+        source = source or f"{type(self).__name__}.load_state_dict"
+        params = dict(self.named_parameters())
+        buffers = {name: (module, attr) for name, module, attr in self.named_buffers()}
+        spec = self.state_spec()
+        missing = sorted(set(spec) - set(state))
+        unexpected = sorted(set(state) - set(spec))
+        if strict and (missing or unexpected):
+            raise CheckpointError(f"{source}: missing keys {missing}, unexpected keys "
+                                  f"{unexpected} (for a {type(self).__name__})")
+        checked = []
+        for name, value in state.items():
+            if name not in spec:
+                continue
+            shape, dtype = spec[name]
+            value = np.asarray(value)
+            if value.shape != shape:
+                raise CheckpointError(f"{source}: '{name}' has shape {value.shape} in the state, "
+                                      f"{shape} in the model")
+            what = "parameter" if name in params else "buffer"
+            problem = state_value_problem(value, dtype)
+            if problem is None and name in buffers:
+                module, attr = buffers[name]
+                problem = module.check_buffer(attr, value)
+            if problem is not None:
+                raise CheckpointError(f"{source}: {what} '{name}' {problem}")
+            checked.append((name, value))
+        return checked
+
+    @staticmethod
+    def _copy_in(name, value, params, buffers):
+        from ..backend import backend_of
+        if name in params:
+            target = params[name].data
+        else:
+            module, attr = buffers[name]
+            target = getattr(module, attr)
+            if not (isinstance(target, np.ndarray) or hasattr(target, "__cuda_array_interface__")):
+                setattr(module, attr, value.item())
+                return
+        B = backend_of(target)
+        target[every_index(target)] = B.asarray(value.astype(target.dtype, copy=False))
 
     # --- modes and devices --------------------------------------------------
     def train(self, mode=True):
@@ -228,4 +356,36 @@ class Module:
 def _parse_target(target):
     if isinstance(target, str):
         return target, None
-    return None, np.dtype(target)
+    from .checks import check_dtype
+    return None, check_dtype("Module.to", target)
+
+
+def state_value_problem(value, dtype):
+    """What is wrong with ``value`` as the content of an array of ``dtype`` (a message), or
+    None: the kinds must agree (real floats for floats, integers for integers), floats must
+    be finite and fit ``dtype``, integers fit it."""
+    kind = value.dtype.kind
+    if dtype.kind == "f":
+        if kind != "f":
+            return f"holds {value.dtype} values; the model holds real floats ({dtype})"
+        finite = np.isfinite(value)
+        bad = value.size - int(np.count_nonzero(finite))
+        if bad:
+            return f"holds {bad:,} NaN or infinite values (of {value.size:,}): training diverged?"
+        if value.size and value.dtype.itemsize > dtype.itemsize:
+            largest, limit = float(np.max(np.abs(value))), float(np.finfo(dtype).max)
+            if largest > limit:
+                return f"holds {largest:g}, beyond the largest {dtype} ({limit:g})"
+        return None
+    if dtype.kind in "iu":
+        if kind not in "iu":
+            return f"holds {value.dtype} values; the model holds integers ({dtype})"
+        if value.size:
+            info = np.iinfo(dtype)
+            low, high = int(value.min()), int(value.max())
+            if low < info.min or high > info.max:
+                return f"holds {low if low < info.min else high}, outside the range of {dtype}"
+        return None
+    if kind != dtype.kind:
+        return f"holds {value.dtype} values; the model holds {dtype}"
+    return None

@@ -38,10 +38,10 @@ import numpy as np
 from ..backend import backend_of
 from ..data.hierarchy import ClassHierarchy
 from ..device import to_host
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from ..random import generator
-from .checks import (check_finite_loss, check_float_input, check_shape, check_size,
-                     check_targets, describe)
+from .checks import (check_dtype, check_finite_loss, check_float_input, check_int, check_real,
+                     check_shape, check_size, check_targets, describe)
 from .linear import Linear
 from .module import Module
 from .sampling import sample_from_log_probs
@@ -62,9 +62,11 @@ class MultiLevelSoftmax(Module):
         if not isinstance(hierarchy, ClassHierarchy):
             raise TypeError(f"MultiLevelSoftmax: expected a ClassHierarchy, got "
                             f"{type(hierarchy).__name__}")
-        self.in_features = int(in_features)
+        name = type(self).__name__
+        self.in_features = check_int(name, "in_features", in_features)
         self.hierarchy = hierarchy
-        self.level_weights = tuple(float(w) for w in level_weights)
+        self.level_weights = check_level_weights(name, level_weights)
+        dtype = check_dtype(name, dtype)
         C, V, H = hierarchy.num_classes, hierarchy.num_labels, self.in_features
         self.coarse = Linear(H, C, dtype=dtype)
         self.fine = Linear(H, V, dtype=dtype)  # rows grouped by class: see the module docstring
@@ -139,6 +141,9 @@ class MultiLevelSoftmax(Module):
         return loss
 
     def backward(self, grad=1.0):
+        if np.ndim(grad) != 0:
+            raise ShapeError(f"{describe(self)}: expected grad as a number (the loss is one), "
+                             f"got shape {np.shape(grad)}")
         h, classes, coarse_saved, groups = self._cache
         B = backend_of(h)
         M = h.shape[0]
@@ -260,6 +265,17 @@ def _rows(h, rows):
     return backend_of(h).embedding_forward(h, rows)
 
 
+def check_level_weights(owner, weights):
+    """(w_coarse, w_fine): two finite numbers >= 0, not both 0 (the loss would be 0)."""
+    if not isinstance(weights, (tuple, list)) or len(weights) != 2:
+        raise ConfigError(f"{owner}: level_weights must be a pair (w_coarse, w_fine), got "
+                          f"{weights!r}")
+    pair = tuple(check_real(owner, f"level_weights[{i}]", w, low=0.0)
+                 for i, w in enumerate(weights))
+    if pair == (0.0, 0.0):
+        raise ConfigError(f"{owner}: level weights must be >= 0 and not both 0, got {pair}")
+    return pair
+
 
 class LevelWeightSchedule:
     """Per-level loss weights that change during training, as in branch CNNs
@@ -272,14 +288,21 @@ class LevelWeightSchedule:
     """
 
     def __init__(self, milestones):
-        milestones = sorted((int(start), (float(wc), float(wf))) for start, (wc, wf) in milestones)
+        name = "LevelWeightSchedule"
+        if not isinstance(milestones, (tuple, list)):
+            raise ConfigError(f"{name}: expected a list of (start, (w_coarse, w_fine)), got "
+                              f"{type(milestones).__name__}")
+        checked = []
+        for i, milestone in enumerate(milestones):
+            if not isinstance(milestone, (tuple, list)) or len(milestone) != 2:
+                raise ConfigError(f"{name}: milestone {i} must be (start, (w_coarse, w_fine)), "
+                                  f"got {milestone!r}")
+            start = check_int(name, f"milestone {i}'s start", milestone[0], low=0)
+            checked.append((start, check_level_weights(name, milestone[1])))
+        milestones = sorted(checked)
         if not milestones or milestones[0][0] != 0:
-            raise ValueError("LevelWeightSchedule: the first milestone must start at 0, got "
-                             f"{milestones[:1]}")
-        for _, (wc, wf) in milestones:
-            if wc < 0 or wf < 0 or wc + wf == 0:
-                raise ValueError(f"LevelWeightSchedule: weights must be >= 0 and not both 0, "
-                                 f"got {(wc, wf)}")
+            raise ConfigError("LevelWeightSchedule: the first milestone must start at 0, got "
+                              f"{milestones[:1]}")
         self.milestones = milestones
 
     def __call__(self, epoch):
@@ -311,6 +334,9 @@ class MultiLevelClassifier(MultiLevelSoftmax):
     def __init__(self, in_features, hierarchy, level_weights=(1.0, 1.0), schedule=None,
                  dtype=np.float32):
         super().__init__(in_features, hierarchy, level_weights, dtype)
+        if schedule is not None and not isinstance(schedule, LevelWeightSchedule):
+            raise TypeError(f"MultiLevelClassifier: schedule must be a LevelWeightSchedule or "
+                            f"None, got {type(schedule).__name__}")
         self.schedule = schedule
         if schedule is not None:
             self.level_weights = schedule(0)

@@ -25,7 +25,8 @@ import numpy as np
 from ..backend import backend_of
 from ..errors import ShapeError
 from . import init
-from .checks import check_float_input, check_shape, check_size, describe
+from .checks import (check_dtype, check_flag, check_float_input, check_int, check_ints,
+                     check_real, check_shape, check_size, describe)
 from .module import Module
 from .parameter import Parameter
 
@@ -35,10 +36,9 @@ def _flat(p):
     return (None, None) if p is None else (p.data.reshape(-1), p.grad.reshape(-1))
 
 
-def _check_grad(layer, grad_out, shape):
-    if tuple(grad_out.shape) != tuple(shape):
-        raise ShapeError(f"{describe(layer)}: expected a gradient of the output's shape "
-                         f"{tuple(shape)}, got {tuple(grad_out.shape)}")
+def check_eps(owner, eps):
+    """eps > 0: added to the variance under a square root, it keeps 1/sqrt finite."""
+    return check_real(owner, "eps", eps, low=0.0, low_open=True)
 
 
 class LayerNorm(Module):
@@ -57,11 +57,14 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
                  dtype=np.float32):
         super().__init__()
-        if isinstance(normalized_shape, numbers.Integral):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(int(s) for s in normalized_shape)
-        self.eps = float(eps)
-        self.elementwise_affine = bool(elementwise_affine)
+        name = "LayerNorm"
+        count = 1 if isinstance(normalized_shape, numbers.Integral) else \
+            len(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else 0
+        self.normalized_shape = check_ints(name, "normalized_shape", normalized_shape,
+                                           max(count, 1))
+        self.eps = check_eps(name, eps)
+        self.elementwise_affine = check_flag(name, "elementwise_affine", elementwise_affine)
+        bias, dtype = check_flag(name, "bias", bias), check_dtype(name, dtype)
         self.features = prod(self.normalized_shape)
         affine = self.elementwise_affine
         self.weight = Parameter(init.ones(self.normalized_shape, dtype)) if affine else None
@@ -87,7 +90,6 @@ class LayerNorm(Module):
         return y.reshape(x.shape)
 
     def backward(self, grad_out):
-        _check_grad(self, grad_out, self._shape)
         B = backend_of(grad_out)
         weight, grad_weight = _flat(self.weight)
         dx = B.layer_norm_backward(grad_out.reshape(-1, self.features), self._x, self._mean,
@@ -117,11 +119,15 @@ class BatchNorm1d(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=np.float32):
         super().__init__()
-        self.num_features = int(num_features)
-        self.eps = float(eps)
-        self.momentum = None if momentum is None else float(momentum)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        name = type(self).__name__
+        self.num_features = check_int(name, "num_features", num_features)
+        self.eps = check_eps(name, eps)
+        self.momentum = None if momentum is None else \
+            check_real(name, "momentum", momentum, low=0.0, high=1.0)
+        self.affine = check_flag(name, "affine", affine)
+        self.track_running_stats = check_flag(name, "track_running_stats", track_running_stats)
+        dtype = check_dtype(name, dtype)
+        affine = self.affine
         c = self.num_features
         self.weight = Parameter(init.ones(c, dtype)) if affine else None
         self.bias = Parameter(init.zeros(c, dtype)) if affine else None
@@ -181,8 +187,15 @@ class BatchNorm1d(Module):
         tracked[()] = batches
         return batches
 
+    def check_buffer(self, name, value):
+        """Loaded running statistics must be possible ones: a variance and a count are >= 0
+        (a negative variance would make every evaluation output NaN)."""
+        if name in ("running_var", "num_batches_tracked") and value.size and value.min() < 0:
+            return f"holds {value.min()}; a {'variance' if name == 'running_var' else 'count'} " \
+                   f"is >= 0"
+        return None
+
     def backward(self, grad_out):
-        _check_grad(self, grad_out, self._x.shape)
         B = backend_of(grad_out)
         weight, grad_weight = _flat(self.weight)
         backward = B.batch_norm_backward if self._batch_stats else B.batch_norm_backward_eval

@@ -21,24 +21,9 @@ input receiving g / (the window's area).
 import numbers
 
 from ..backend import backend_of
-from ..errors import ShapeError
-from .checks import check_float_input, check_shape, describe
+from ..errors import ConfigError, ShapeError
+from .checks import check_float_input, check_ints, check_shape, describe
 from .module import Module
-
-
-def _pair(value, name, layer):
-    if isinstance(value, numbers.Integral):
-        value = (value, value)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"{layer}: {name} must be an int or a pair of ints, got {value}")
-    return value
-
-
-def _check_grad(layer, grad_out, shape):
-    if tuple(grad_out.shape) != tuple(shape):
-        raise ShapeError(f"{describe(layer)}: expected a gradient of the output's shape "
-                         f"{tuple(shape)}, got {tuple(grad_out.shape)}")
 
 
 class _Pool2d(Module):
@@ -47,15 +32,12 @@ class _Pool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         name = type(self).__name__
-        self.kernel_size = _pair(kernel_size, "kernel_size", name)
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", name)
-        self.padding = _pair(padding, "padding", name)
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError(f"{name}: kernel_size and stride must be positive and padding "
-                             f"non-negative, got kernel_size={self.kernel_size}, stride="
-                             f"{self.stride}, padding={self.padding}")
+        self.kernel_size = check_ints(name, "kernel_size", kernel_size, 2, low=1)
+        self.stride = self.kernel_size if stride is None else \
+            check_ints(name, "stride", stride, 2, low=1)
+        self.padding = check_ints(name, "padding", padding, 2, low=0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"{name}: padding {self.padding} must be at most half of "
+            raise ConfigError(f"{name}: padding {self.padding} must be at most half of "
                              f"kernel_size {self.kernel_size} (a window of padding alone has "
                              f"no maximum)")
 
@@ -97,7 +79,6 @@ class MaxPool2d(_Pool2d):
         return y
 
     def backward(self, grad_out):
-        _check_grad(self, grad_out, self._y_shape)
         dx = backend_of(grad_out).max_pool2d_backward(grad_out, self._indices, self._hw)
         return dx.reshape(self._x_shape)
 
@@ -111,9 +92,10 @@ class MaxPool1d(MaxPool2d):
     """
 
     def __init__(self, kernel_size, stride=None, padding=0):
-        k = _single(kernel_size, "kernel_size", 1)
-        s = k if stride is None else _single(stride, "stride", 1)
-        super().__init__((1, k), (1, s), (0, _single(padding, "padding", 0)))
+        (k,) = check_ints("MaxPool1d", "kernel_size", kernel_size, 1, low=1)
+        (s,) = (k,) if stride is None else check_ints("MaxPool1d", "stride", stride, 1, low=1)
+        (p,) = check_ints("MaxPool1d", "padding", padding, 1, low=0)
+        super().__init__((1, k), (1, s), (0, p))
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size[1]}, stride={self.stride[1]}, " \
@@ -130,16 +112,7 @@ class MaxPool1d(MaxPool2d):
         return y.reshape(self._x_shape[:2] + (y.shape[-1],))
 
     def backward(self, grad_out):
-        _check_grad(self, grad_out, self._x_shape[:2] + (self._y_shape[-1],))
         return super().backward(grad_out.reshape(self._y_shape))
-
-
-def _single(value, name, minimum):
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"MaxPool1d: {name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class AvgPool2d(_Pool2d):
@@ -157,7 +130,6 @@ class AvgPool2d(_Pool2d):
         return y
 
     def backward(self, grad_out):
-        _check_grad(self, grad_out, self._y_shape)
         return backend_of(grad_out).avg_pool2d_backward(grad_out, self._x_shape[-2:],
                                                         self.kernel_size, self.stride,
                                                         self.padding)
@@ -174,13 +146,16 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size):
         super().__init__()
+        given = output_size
         if isinstance(output_size, numbers.Integral) or output_size is None:
             output_size = (output_size, output_size)
-        output_size = tuple(None if s is None else int(s) for s in output_size)
-        if len(output_size) != 2 or any(s is not None and s < 1 for s in output_size):
-            raise ValueError(f"AdaptiveAvgPool2d: output_size must be a positive int or a pair "
-                             f"of them (None keeps the input size), got {output_size}")
-        self.output_size = output_size
+        ok = isinstance(output_size, (tuple, list)) and len(output_size) == 2 and all(
+            s is None or (isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1)
+            for s in output_size)
+        if not ok:
+            raise ConfigError(f"AdaptiveAvgPool2d: output_size must be a positive int or a pair "
+                              f"of them (None keeps the input size), got {given!r}")
+        self.output_size = tuple(None if s is None else int(s) for s in output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
@@ -197,5 +172,4 @@ class AdaptiveAvgPool2d(Module):
         return y
 
     def backward(self, grad_out):
-        _check_grad(self, grad_out, self._y_shape)
         return backend_of(grad_out).adaptive_avg_pool2d_backward(grad_out, self._x_shape[-2:])

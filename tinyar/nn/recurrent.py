@@ -68,10 +68,12 @@ import numpy as np
 
 from ..backend import backend_of
 from ..errors import ShapeError
-from .checks import check_float_input, check_shape, check_size, describe
+from .checks import (check_backward_ready, check_flag, check_float_input, check_int,
+                     check_real, check_shape, check_size, describe)
 from .dropout import new_stream
 from .module import Module
-from .rnn_cells import GATES, check_grad, check_nonlinearity, check_state, pair, uniform_weights
+from .rnn_cells import (GATES, check_grad, check_nonlinearity, check_sizes, check_state, pair,
+                        uniform_weights)
 
 
 def detach_state(state):
@@ -119,32 +121,38 @@ class _Recurrent(Module):
     """What RNN, LSTM and GRU share: parameters, checks, layers, dropout, weight gradients."""
 
     kind = "rnn"
+    single_backward = True  # backward turns the forward's buffers into gradients
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=True,
                  dropout=0.0, dtype=np.float32):
         name = type(self).__name__
-        if int(num_layers) < 1:
-            raise ValueError(f"{name}: num_layers must be at least 1, got {num_layers}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
-        if float(dropout) > 0 and int(num_layers) == 1:
+        num_layers = check_int(name, "num_layers", num_layers)
+        dropout = check_real(name, "dropout", dropout, low=0.0, high=1.0, high_open=True)
+        if dropout > 0 and num_layers == 1:
             warnings.warn(f"{name}: dropout acts between layers; with num_layers=1 it does "
                           f"nothing", stacklevel=3)
         super().__init__()
-        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
-        self.num_layers, self.bias = int(num_layers), bool(bias)
-        self.batch_first, self.dropout = bool(batch_first), float(dropout)
-        width = GATES[self.kind] * self.hidden_size
-        shapes = []
-        for k in range(self.num_layers):
-            fan_in = self.input_size if k == 0 else self.hidden_size
-            shapes += [(f"weight_ih_l{k}", (width, fan_in)),
-                       (f"weight_hh_l{k}", (width, self.hidden_size))]
-            if self.bias:
-                shapes += [(f"bias_ih_l{k}", (width,)), (f"bias_hh_l{k}", (width,))]
-        uniform_weights(self, shapes, self.hidden_size, dtype)
+        self.input_size, self.hidden_size, self.bias, dtype = check_sizes(
+            name, input_size, hidden_size, bias, dtype)
+        self.num_layers = num_layers
+        self.batch_first = check_flag(name, "batch_first", batch_first)
+        self.dropout = dropout
+        uniform_weights(self, self._parameter_shapes(), self.hidden_size, dtype)
         self._ws = None  # the _Workspace of the last (T, N, dtype)
         self._cache = None  # what backward needs from the last forward
+
+    def _parameter_shapes(self):
+        """(name, shape) of every parameter, layer by layer, in PyTorch's order. A generator:
+        under an allocation limit a huge num_layers is refused at the first layer past it,
+        before a list of billions of names is made."""
+        width = GATES[self.kind] * self.hidden_size
+        for k in range(self.num_layers):
+            fan_in = self.input_size if k == 0 else self.hidden_size
+            yield f"weight_ih_l{k}", (width, fan_in)
+            yield f"weight_hh_l{k}", (width, self.hidden_size)
+            if self.bias:
+                yield f"bias_ih_l{k}", (width,)
+                yield f"bias_hh_l{k}", (width,)
 
     def extra_repr(self):
         s = f"input_size={self.input_size}, hidden_size={self.hidden_size}"
@@ -247,9 +255,8 @@ class _Recurrent(Module):
     # --- backward ----------------------------------------------------------------------
     def _start_backward(self, grad_output, grad_states, names):
         """Checks; the top layer's upstream dL/dh_t into the workspace; the state gradients."""
-        if self._cache is None:
-            raise RuntimeError(f"{describe(self)}: backward needs a forward first (and one "
-                               f"forward per backward: backward reuses its buffers)")
+        if self._cache is None:  # a backward that failed after taking the buffers
+            check_backward_ready(self, "consumed")
         inputs, masks, ws, unbatched, x_shape = self._cache
         steps, rows = ws.key[:2]
         dtype = ws.key[2]
@@ -502,6 +509,8 @@ class LastStep(Module):
 
     def __init__(self, rnn):
         super().__init__()
+        if not isinstance(rnn, _Recurrent):
+            raise TypeError(f"LastStep: expected an RNN, LSTM or GRU, got {type(rnn).__name__}")
         self.rnn = rnn
 
     def forward(self, x):
@@ -511,10 +520,6 @@ class LastStep(Module):
             output[:, -1, :] if self.rnn.batch_first else output[-1])
 
     def backward(self, grad_out):
-        expected = (self._shape[0 if self.rnn.batch_first else 1], self._shape[-1])
-        if tuple(grad_out.shape) != expected:
-            raise ShapeError(f"{describe(self)}: expected a gradient of the output's shape "
-                             f"{expected}, got {tuple(grad_out.shape)}")
         grad_output = backend_of(grad_out).zeros(self._shape, grad_out.dtype)
         if self.rnn.batch_first:
             grad_output[:, -1, :] = grad_out

@@ -32,7 +32,8 @@ import numpy as np
 from ..backend import backend_of
 from ..errors import ShapeError
 from . import init
-from .checks import check_float_input, check_shape, check_size, describe
+from .checks import (check_choice, check_dtype, check_flag, check_float_input, check_int,
+                     check_shape, check_size, describe)
 from .module import Module
 from .parameter import Parameter
 
@@ -65,8 +66,13 @@ def check_grad(layer, grad, name, shape, dtype):
 
 
 def check_nonlinearity(name, nonlinearity):
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"{name}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return check_choice(name, "nonlinearity", nonlinearity, ("tanh", "relu"))
+
+
+def check_sizes(name, input_size, hidden_size, bias, dtype):
+    """The arguments every cell and recurrent layer shares, checked and converted."""
+    return (check_int(name, "input_size", input_size), check_int(name, "hidden_size", hidden_size),
+            check_flag(name, "bias", bias), check_dtype(name, dtype))
 
 
 def zeros_if_none(B, a, shape, dtype):
@@ -77,11 +83,12 @@ class _Cell(Module):
     """Parameters, checks and the shared products of the three cells."""
 
     kind = "rnn"
+    accepts_no_grad = True  # a gradient left out is zeros (the module docstring)
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32):
         super().__init__()
-        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
-        self.bias = bool(bias)
+        self.input_size, self.hidden_size, self.bias, dtype = check_sizes(
+            type(self).__name__, input_size, hidden_size, bias, dtype)
         width = GATES[self.kind] * self.hidden_size
         shapes = [("weight_ih", (width, self.input_size)),
                   ("weight_hh", (width, self.hidden_size))]

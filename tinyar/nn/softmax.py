@@ -16,7 +16,7 @@ Softmax -> log -> NLLLoss: it fuses the log-softmax and is more accurate.
 """
 from ..backend import backend_of
 from ..errors import ShapeError
-from .checks import check_float_input, describe
+from .checks import check_float_input, check_int, describe
 from .module import Module
 
 
@@ -25,7 +25,7 @@ class _AlongAxis(Module):
 
     def __init__(self, dim=-1):
         super().__init__()
-        self.dim = int(dim)
+        self.dim = check_int(type(self).__name__, "dim", dim, low=-64, high=63)
 
     def extra_repr(self):
         return f"dim={self.dim}"
@@ -49,9 +49,7 @@ class _AlongAxis(Module):
         return x.reshape(-1, x.shape[-1])
 
     def _grad_to_rows(self, grad_out):
-        if tuple(grad_out.shape) != tuple(self._shape):
-            raise ShapeError(f"{describe(self)}: expected grad_out of the output's shape "
-                             f"{tuple(self._shape)}, got {tuple(grad_out.shape)}")
+        """dL/dy as rows (its shape, the output's, was checked by ``Module``)."""
         return self._to_rows(grad_out)
 
     def _from_rows(self, rows):

@@ -18,16 +18,24 @@ class Adagrad(Optimizer):
     State: ``sum`` (s) and ``step``.
     """
 
+    nonnegative_state = ("sum",)
+
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
                  eps=1e-10):
-        name = type(self).__name__
-        defaults = dict(lr=check_number(name, "lr", lr, low=0),
-                        lr_decay=check_number(name, "lr_decay", lr_decay, low=0),
-                        weight_decay=check_number(name, "weight_decay", weight_decay, low=0),
-                        initial_accumulator_value=check_number(
-                            name, "initial_accumulator_value", initial_accumulator_value, low=0),
-                        eps=check_number(name, "eps", eps, low=0))
-        super().__init__(params, defaults)
+        super().__init__(params, self.check_hyperparameters(dict(
+            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, eps=eps)))
+
+    @classmethod
+    def check_hyperparameters(cls, group):
+        name = cls.__name__
+        return dict(lr=check_number(name, "lr", group["lr"], low=0),
+                    lr_decay=check_number(name, "lr_decay", group["lr_decay"], low=0),
+                    weight_decay=check_number(name, "weight_decay", group["weight_decay"], low=0),
+                    initial_accumulator_value=check_number(
+                        name, "initial_accumulator_value", group["initial_accumulator_value"],
+                        low=0),
+                    eps=check_number(name, "eps", group["eps"], low=0))
 
     def _init_state(self):
         state_sum = self._zeros()

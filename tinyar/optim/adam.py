@@ -1,5 +1,5 @@
 """``Adam`` and ``AdamW``: momentum plus a per-element step size from the second moment."""
-from .optimizer import Optimizer, OptimizerError, check_number
+from .optimizer import Optimizer, OptimizerError, check_flag, check_number
 
 
 class Adam(Optimizer):
@@ -23,24 +23,27 @@ class Adam(Optimizer):
     """
 
     decoupled_weight_decay = False
+    optional_state = ("max_exp_avg_sq",)
+    nonnegative_state = ("exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False):
-        name = type(self).__name__
-        try:
-            beta1, beta2 = betas
-        except (TypeError, ValueError) as exc:
+        super().__init__(params, self.check_hyperparameters(dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)))
+
+    @classmethod
+    def check_hyperparameters(cls, group):
+        name = cls.__name__
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise OptimizerError(f"{name}: expected betas as a pair (beta1, beta2), got "
-                                 f"{betas!r}") from exc
-        defaults = dict(lr=check_number(name, "lr", lr, low=0),
-                        betas=(check_number(name, "betas[0]", beta1, low=0, high=1,
-                                            high_open=True),
-                               check_number(name, "betas[1]", beta2, low=0, high=1,
-                                            high_open=True)),
-                        eps=check_number(name, "eps", eps, low=0),
-                        weight_decay=check_number(name, "weight_decay", weight_decay, low=0),
-                        amsgrad=bool(amsgrad))
-        super().__init__(params, defaults)
+                                 f"{betas!r}")
+        return dict(lr=check_number(name, "lr", group["lr"], low=0),
+                    betas=tuple(check_number(name, f"betas[{i}]", beta, low=0, high=1,
+                                             high_open=True) for i, beta in enumerate(betas)),
+                    eps=check_number(name, "eps", group["eps"], low=0),
+                    weight_decay=check_number(name, "weight_decay", group["weight_decay"], low=0),
+                    amsgrad=check_flag(name, "amsgrad", group["amsgrad"]))
 
     def _init_state(self):
         self.state["exp_avg"] = self._zeros()

@@ -20,6 +20,7 @@ carries on; the formulas in each docstring are the closed forms they follow.
 import math
 import numbers
 
+from ..errors import CheckpointError
 from .optimizer import Optimizer, OptimizerError, check_number
 
 
@@ -59,7 +60,25 @@ class LRScheduler:
                 for key, value in self.__dict__.items() if key != "optimizer"}
 
     def load_state_dict(self, state_dict):
-        self.__dict__.update(state_dict)
+        """Resume from ``state_dict()``. A state read from a file must hold exactly this
+        scheduler's entries, each of the kind it has now (an int for an int, a finite
+        number for a float, a list of as many, the same mode string), all checked before
+        any is applied: a bad one is a ``CheckpointError`` naming it, never an attribute
+        planted on the scheduler or a NaN learning rate. (A JSON null where a float is
+        stands for the infinity JSON cannot write: ReduceLROnPlateau's ``best`` before any
+        metric; the current value, the same infinity, is kept.)"""
+        owner = f"{type(self).__name__}.load_state_dict"
+        current = self.state_dict()
+        if not isinstance(state_dict, dict):
+            raise CheckpointError(f"{owner}: expected a dict, got {type(state_dict).__name__}")
+        missing = sorted(set(current) - set(state_dict))
+        unknown = sorted(str(k) for k in set(state_dict) - set(current))
+        if missing or unknown:
+            raise CheckpointError(f"{owner}: the state does not fit a {type(self).__name__}: "
+                                  f"missing {missing}, unknown {unknown}")
+        restored = {key: _restored(owner, key, current[key], value)
+                    for key, value in state_dict.items()}
+        self.__dict__.update(restored)
 
     def __repr__(self):
         return f"{type(self).__name__}(last_epoch={self.last_epoch}, lr={self._last_lr})"
@@ -225,6 +244,37 @@ class ReduceLROnPlateau(LRScheduler):
         if self.threshold_mode == "rel":
             return current > self.best * (self.threshold + 1.0)
         return current > self.best + self.threshold
+
+
+def _restored(owner, key, now, saved):
+    """``saved`` as the value of an entry whose value is ``now``, if it is of the same kind."""
+    def refuse(expected):
+        raise CheckpointError(f"{owner}: '{key}' must be {expected}, got {saved!r}")
+
+    if isinstance(now, bool):
+        if not isinstance(saved, bool):
+            refuse("True or False")
+        return saved
+    if isinstance(now, numbers.Integral):
+        if isinstance(saved, bool) or not isinstance(saved, numbers.Integral):
+            refuse("an integer")
+        return int(saved)
+    if isinstance(now, float) or now is None:
+        if saved is None and (now is None or not math.isfinite(now)):
+            return now
+        if isinstance(saved, bool) or not isinstance(saved, numbers.Real) or \
+                not math.isfinite(saved):
+            refuse("a finite number")
+        return float(saved)
+    if isinstance(now, str):
+        if saved != now:
+            refuse(f"{now!r}, as this scheduler was built")
+        return saved
+    if isinstance(now, list):
+        if not isinstance(saved, list) or len(saved) != len(now):
+            refuse(f"a list of {len(now)}")
+        return [_restored(owner, f"{key}[{i}]", a, b) for i, (a, b) in enumerate(zip(now, saved))]
+    refuse(f"a {type(now).__name__}")
 
 
 def _check_optimizer(scheduler, optimizer):

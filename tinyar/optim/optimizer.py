@@ -49,6 +49,7 @@ class Optimizer:
         self.param_groups = [dict(self.defaults, params=self._params)]
         self.state = {"step": 0}
         self._init_state()
+        self._initial_state = tuple(k for k in self.state if k != "step")
 
     # --- what subclasses fill in ----------------------------------------------
     def _init_state(self):
@@ -107,44 +108,104 @@ class Optimizer:
         return {"state": state, "param_groups": [group]}
 
     def load_state_dict(self, state_dict):
-        """Resume from ``state_dict()``: copies the state arrays, step and hyperparameters."""
-        name = type(self).__name__
-        try:
-            state, groups = state_dict["state"], state_dict["param_groups"]
-        except (KeyError, TypeError) as exc:
-            raise CheckpointError(f"{name}.load_state_dict: expected a dict with 'state' and "
-                                  f"'param_groups', got {type(state_dict).__name__}") from exc
-        if len(groups) != 1:
-            raise CheckpointError(f"{name}.load_state_dict: expected 1 parameter group, got "
-                                  f"{len(groups)}")
-        size = self._data.size
-        if groups[0].get("num_elements", size) != size:
-            raise CheckpointError(f"{name}.load_state_dict: the state is for "
-                                  f"{groups[0]['num_elements']} parameter elements, this "
-                                  f"optimizer has {size}")
+        """Resume from ``state_dict()``: copies the state arrays, step and hyperparameters.
+
+        A state read from a file is checked whole before anything changes, and any problem
+        is a ``CheckpointError`` naming the entry: the hyperparameters must be exactly this
+        optimizer's, each valid as the constructor would require (a finite lr >= 0, betas
+        in [0, 1), flags True/False); ``step`` an integer >= 0; every state array one this
+        algorithm keeps, of one finite float per parameter element (and >= 0 for the
+        running squares); the arrays the algorithm starts with all present.
+        """
+        hyper, arrays, step = self.check_state_dict(state_dict)
         B = backend_of(self._data)
-        new_state = {}
-        for key, value in state.items():
-            if isinstance(value, np.ndarray) and value.ndim > 0:
-                if value.size != size:
-                    raise CheckpointError(f"{name}.load_state_dict: state '{key}' has "
-                                          f"{value.size} elements, expected {size}")
-                target = self.state.get(key)
-                if target is None or not _is_array(target):
-                    target = B.zeros(size, self._data.dtype)
-                target[:] = B.asarray(value.reshape(-1).astype(self._data.dtype, copy=False))
-                new_state[key] = target
-            else:
-                new_state[key] = value.item() if isinstance(value, np.ndarray) else value
-        if "step" not in new_state:
-            raise CheckpointError(f"{name}.load_state_dict: the state has no 'step'")
-        new_state["step"] = int(new_state["step"])
+        new_state = {"step": step}
+        for key, value in arrays.items():
+            target = self.state.get(key)
+            if target is None or not _is_array(target):
+                target = B.zeros(self._data.size, self._data.dtype)
+            target[:] = B.asarray(value.reshape(-1).astype(self._data.dtype, copy=False))
+            new_state[key] = target
         self.state = new_state
-        group = self.param_groups[0]
-        for key, value in groups[0].items():
-            if key not in ("params", "num_elements"):
-                group[key] = tuple(value) if isinstance(group.get(key), tuple) else value
+        self.param_groups[0].update(hyper)
         return self
+
+    def check_state_dict(self, state_dict):
+        """Raise ``CheckpointError`` unless ``state_dict`` fits this optimizer (see
+        ``load_state_dict``); (hyperparameters, state arrays by name, step)."""
+        owner = f"{type(self).__name__}.load_state_dict"
+        state, group = _split_state_dict(owner, state_dict)
+        hyper = self._checked_group(owner, group)
+        arrays, step = self._checked_state(owner, state)
+        return hyper, arrays, step
+
+    @property
+    def num_elements(self):
+        """How many parameter elements this optimizer updates (the length of its state arrays)."""
+        return int(self._data.size)
+
+    def expected_state_arrays(self):
+        """Name -> shape of every state array this algorithm may keep: the ones it starts
+        with (``_init_state``) and the ones it creates on first use (``optional_state``)."""
+        return {name: (self.num_elements,) for name in self._initial_state + self.optional_state}
+
+    # state arrays created on first use (SGD's momentum_buffer), and those that hold running
+    # squares, which are never negative (a negative one would make sqrt NaN)
+    optional_state = ()
+    nonnegative_state = ()
+
+    @classmethod
+    def check_hyperparameters(cls, group):
+        """The hyperparameters in ``group`` (a dict), validated and converted; subclasses
+        check theirs, as their constructor does."""
+        return dict(group)
+
+    def _checked_group(self, owner, group):
+        """The hyperparameters of a saved parameter group, checked (see load_state_dict)."""
+        num_elements = group.get("num_elements", self.num_elements)
+        if isinstance(num_elements, bool) or num_elements != self.num_elements:
+            raise CheckpointError(f"{owner}: the state is for {num_elements!r} parameter "
+                                  f"elements, this optimizer has {self.num_elements}")
+        params = group.get("params", list(range(len(self._params))))
+        if params != list(range(len(self._params))):
+            count = len(params) if isinstance(params, list) else params
+            raise CheckpointError(f"{owner}: the state is for {count!r} parameters, this "
+                                  f"optimizer has {len(self._params)}")
+        hyper = {k: v for k, v in group.items() if k not in ("params", "num_elements")}
+        initial_lr = hyper.pop("initial_lr", None)  # put there by an lr scheduler
+        missing = sorted(set(self.defaults) - set(hyper))
+        unknown = sorted(set(hyper) - set(self.defaults))
+        if missing or unknown:
+            raise CheckpointError(f"{owner}: the hyperparameters do not fit a "
+                                  f"{type(self).__name__}: missing {missing}, unknown {unknown}")
+        try:
+            checked = type(self).check_hyperparameters(hyper)
+            if initial_lr is not None:
+                checked["initial_lr"] = check_number(owner, "initial_lr", initial_lr, low=0)
+        except OptimizerError as exc:
+            raise CheckpointError(f"{owner}: {exc}") from None
+        return checked
+
+    def _checked_state(self, owner, state):
+        """(state arrays by name, step) of a saved state, checked (see load_state_dict)."""
+        step = state.get("step")
+        if isinstance(step, np.ndarray) and step.ndim == 0:
+            step = step.item()
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+            raise CheckpointError(f"{owner}: 'step' must be an integer >= 0, got {step!r}")
+        expected = self.expected_state_arrays()
+        arrays = {k: v for k, v in state.items() if k != "step"}
+        unknown = sorted(set(arrays) - set(expected))
+        missing = sorted(set(self._initial_state) - set(arrays))
+        if unknown or missing:
+            raise CheckpointError(f"{owner}: the state does not fit a {type(self).__name__}: "
+                                  f"unknown entries {unknown}, missing {missing}")
+        for key, value in arrays.items():
+            problem = _state_array_problem(value, expected[key],
+                                           nonnegative=key in self.nonnegative_state)
+            if problem:
+                raise CheckpointError(f"{owner}: state '{key}' {problem}")
+        return arrays, int(step)
 
     def __repr__(self):
         group = ", ".join(f"{k}={v}" for k, v in self.param_groups[0].items() if k != "params")
@@ -187,6 +248,50 @@ def check_number(owner, name, value, low=None, high=None, low_open=False, high_o
         right = f"{high})" if high_open else ("inf)" if high is None else f"{high}]")
         raise OptimizerError(f"{owner}: expected {name} in {left}, {right}, got {value}")
     return float(value)
+
+
+def check_flag(owner, name, value):
+    """``value`` as a bool: True/False (or 1/0), never a string such as "False"."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral)
+                                              and value in (0, 1)):
+        return bool(value)
+    raise OptimizerError(f"{owner}: expected {name} as True or False, got {value!r}")
+
+
+def _split_state_dict(owner, state_dict):
+    """(state, the one parameter group) of a ``state_dict()``-shaped dict."""
+    if not isinstance(state_dict, dict) or not isinstance(state_dict.get("state"), dict) \
+            or not isinstance(state_dict.get("param_groups"), list):
+        raise CheckpointError(f"{owner}: expected a dict with 'state' and 'param_groups' "
+                              f"(a dict and a list), got {_describe(state_dict)}")
+    groups = state_dict["param_groups"]
+    if len(groups) != 1 or not isinstance(groups[0], dict):
+        raise CheckpointError(f"{owner}: expected 1 parameter group (a dict), got "
+                              f"{_describe(groups)}")
+    return state_dict["state"], groups[0]
+
+
+def _describe(value):
+    if isinstance(value, (dict, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
+def _state_array_problem(value, shape, nonnegative):
+    """What is wrong with a saved state array (a message), or None."""
+    if not isinstance(value, np.ndarray):
+        return f"must be an array of shape {shape}, got {_describe(value)}"
+    if value.shape != tuple(shape):
+        return f"has shape {value.shape}, expected {tuple(shape)} (one per parameter element)"
+    if value.dtype.kind != "f":
+        return f"holds {value.dtype} values, expected real floats"
+    finite = np.isfinite(value)
+    if not finite.all():
+        return (f"holds {value.size - int(np.count_nonzero(finite)):,} NaN or infinite values "
+                f"(training diverged?)")
+    if nonnegative and value.size and value.min() < 0:
+        return f"holds {value.min()}; it is a running sum of squares, never negative"
+    return None
 
 
 def _is_array(x):

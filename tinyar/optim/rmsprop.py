@@ -1,5 +1,5 @@
 """``RMSprop``: steps scaled by a running average of squared gradients."""
-from .optimizer import Optimizer, check_number
+from .optimizer import Optimizer, check_flag, check_number
 
 
 class RMSprop(Optimizer):
@@ -21,16 +21,24 @@ class RMSprop(Optimizer):
     ``momentum_buffer`` (b, when momentum > 0).
     """
 
+    optional_state = ("grad_avg", "momentum_buffer")
+    nonnegative_state = ("square_avg",)
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False):
-        name = type(self).__name__
-        defaults = dict(lr=check_number(name, "lr", lr, low=0),
-                        alpha=check_number(name, "alpha", alpha, low=0, high=1),
-                        eps=check_number(name, "eps", eps, low=0),
-                        weight_decay=check_number(name, "weight_decay", weight_decay, low=0),
-                        momentum=check_number(name, "momentum", momentum, low=0),
-                        centered=bool(centered))
-        super().__init__(params, defaults)
+        super().__init__(params, self.check_hyperparameters(dict(
+            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+            centered=centered)))
+
+    @classmethod
+    def check_hyperparameters(cls, group):
+        name = cls.__name__
+        return dict(lr=check_number(name, "lr", group["lr"], low=0),
+                    alpha=check_number(name, "alpha", group["alpha"], low=0, high=1),
+                    eps=check_number(name, "eps", group["eps"], low=0),
+                    weight_decay=check_number(name, "weight_decay", group["weight_decay"], low=0),
+                    momentum=check_number(name, "momentum", group["momentum"], low=0),
+                    centered=check_flag(name, "centered", group["centered"]))
 
     def _init_state(self):
         self.state["square_avg"] = self._zeros()

@@ -1,5 +1,5 @@
 """``SGD``: stochastic gradient descent, with momentum and weight decay."""
-from .optimizer import Optimizer, OptimizerError, check_number
+from .optimizer import Optimizer, OptimizerError, check_flag, check_number
 
 
 class SGD(Optimizer):
@@ -21,18 +21,28 @@ class SGD(Optimizer):
     at the first step with ``momentum != 0``.
     """
 
+    optional_state = ("momentum_buffer",)
+
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False):
-        name = type(self).__name__
-        defaults = dict(lr=check_number(name, "lr", lr, low=0),
-                        momentum=check_number(name, "momentum", momentum, low=0),
-                        dampening=check_number(name, "dampening", dampening),
-                        weight_decay=check_number(name, "weight_decay", weight_decay, low=0),
-                        nesterov=bool(nesterov))
-        if nesterov and (defaults["momentum"] <= 0 or defaults["dampening"] != 0):
+        super().__init__(params, self.check_hyperparameters(dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov)))
+
+    @classmethod
+    def check_hyperparameters(cls, group):
+        name = cls.__name__
+        checked = dict(lr=check_number(name, "lr", group["lr"], low=0),
+                       momentum=check_number(name, "momentum", group["momentum"], low=0),
+                       dampening=check_number(name, "dampening", group["dampening"]),
+                       weight_decay=check_number(name, "weight_decay", group["weight_decay"],
+                                                 low=0),
+                       nesterov=check_flag(name, "nesterov", group["nesterov"]))
+        if checked["nesterov"] and (checked["momentum"] <= 0 or checked["dampening"] != 0):
             raise OptimizerError(f"{name}: nesterov=True needs momentum > 0 and dampening = 0, "
-                                 f"got momentum={momentum}, dampening={dampening}")
-        super().__init__(params, defaults)
+                                 f"got momentum={checked['momentum']}, "
+                                 f"dampening={checked['dampening']}")
+        return checked
 
     def _update(self, group, data, grad, step):
         first_step = False
