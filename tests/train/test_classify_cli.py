@@ -12,7 +12,7 @@ TINY = ["--train-size", "186", "--test-size", "124", "--epochs", "1", "--batch",
 def test_cnn_multilevel_run_eval_and_inspect(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert main(["classify", "--model", "cnn", "--out", run, *TINY]) == 0
-    for name in ["model.npz", "metrics.json", "log.json", "confusion_coarse.png",
+    for name in ["model.npz", "best.npz", "metrics.json", "log.json", "confusion_coarse.png",
                  "confusion_fine.png", "loss_curve.png"]:
         assert os.path.exists(os.path.join(run, name)), name
     report = json.load(open(os.path.join(run, "metrics.json")))
@@ -23,6 +23,18 @@ def test_cnn_multilevel_run_eval_and_inspect(tmp_path, capsys):
     assert "coarse" in capsys.readouterr().out
     assert main(["inspect", run]) == 0
     assert os.path.getsize(os.path.join(run, "report.html")) > 1000
+
+
+def test_resume_adds_epochs_and_last_evaluates_the_last_checkpoint(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["classify", "--model", "cnn", "--out", run, *TINY]) == 0
+    assert main(["classify", "--resume", run, "--epochs", "2"]) == 0
+    log = json.load(open(os.path.join(run, "log.json")))
+    assert {r["epoch"] for r in log["history"]} == {0, 1} and log["best_step"] is not None
+    assert sum("val_loss" in r for r in log["history"]) == 2  # one validation an epoch
+    capsys.readouterr()
+    assert main(["classify", "--eval", run, "--last", "--test-size", "124"]) == 0
+    assert "coarse" in capsys.readouterr().out
 
 
 def test_rnn_with_pretraining_and_flat_head(tmp_path):

@@ -23,8 +23,8 @@ def corpus(tmp_path):
 def test_train_sample_eval(tmp_path, corpus, capsys):
     run = str(tmp_path / "run")
     assert main(["train", "--data", corpus, "--steps", "8", "--out", run, *TINY]) == 0
-    for name in ["model.npz", "vocab.json", "hierarchy.json", "log.json", "loss_curve.png",
-                 "samples.txt"]:
+    for name in ["model.npz", "best.npz", "vocab.json", "hierarchy.json", "log.json",
+                 "recorder.json", "loss_curve.png", "samples.txt"]:
         assert os.path.exists(os.path.join(run, name)), name
     log = json.load(open(os.path.join(run, "log.json")))
     assert len(log["history"]) == 8 and "val_loss" in log["history"][-1]
@@ -35,6 +35,7 @@ def test_train_sample_eval(tmp_path, corpus, capsys):
     assert main(["eval", run]) == 0
     out = capsys.readouterr().out
     assert "perplexity" in out and "bits_per_char" in out
+    assert log["best_step"] in (4, 8) and main(["sample", run, "--last", "--tokens", "3"]) == 0
 
 
 def test_flat_head_and_word_level(tmp_path, corpus):
@@ -61,9 +62,12 @@ def test_interrupt_saves_and_resume_continues(tmp_path, corpus, monkeypatch):
     assert main(["train", "--data", corpus, "--steps", "10", "--out", run, *TINY]) == 130
     assert lm.Run(run).load_meta()["progress"]["step"] == 5
     monkeypatch.setattr(lm, "clip_grad_norm_", real_clip)
+    assert main(["train", "--resume", run, "--lr", "1000"]) == 2  # made the checkpoint
     assert main(["train", "--resume", run]) == 0
     history = json.load(open(os.path.join(run, "log.json")))["history"]
     assert [r["step"] for r in history] == list(range(1, 11))
+    assert main(["train", "--resume", run, "--steps", "12"]) == 0
+    assert len(json.load(open(os.path.join(run, "log.json")))["history"]) == 12
 
 
 def test_bad_arguments_are_clear_errors(tmp_path, corpus, capsys):

@@ -1,16 +1,31 @@
 """Training and evaluating the multi-level classifier (``tinyar classify``).
 
     images -> (optional) autoregressive pre-training of the row RNN, no labels
-           -> supervised training with a flat or multi-level head on a fraction of the labels
-           -> per-level metrics, confusion matrices, checkpoint, in a run folder
+           -> a labelled fraction of the training images, of which ``val_fraction`` is
+              held out (stratified, seeded) as a validation set
+           -> supervised training with a flat or multi-level head; after each epoch the
+              validation loss (it picks the best epoch) and the test accuracy (reported
+              only, never used to choose)
+           -> per-level metrics of the best model, confusion matrices, checkpoints
 
 Data: ``glyphs`` (rendered by tinyar, offline), ``mnist``, ``fashion-mnist``,
 ``cifar10``, ``cifar100`` (downloaded once, or placed by hand under
-``$TINYAR_DATA``), or a ``.npz`` file with ``x_train, y_train, x_test, y_test``
-(images (N, C, H, W) or (N, H, W), integer labels) plus ``--hierarchy FILE.json``.
+``$TINYAR_DATA``), a folder of IDX or CIFAR files, or a ``.npz`` file with
+``x_train, y_train, x_test, y_test`` (images (N, C, H, W) or (N, H, W), integer
+labels) plus ``--hierarchy FILE.json``.
+
+The run folder (``train/run.py``): model.npz (the last checkpoint, with the epoch, the
+position in the epoch's shuffled order, the random state, the schedule, the BatchNorm
+statistics and the history), best.npz (the epoch of the best validation loss),
+log.json, metrics.json (the test report of the best model), confusion_coarse.png,
+confusion_fine.png, loss_curve.png. ``train_classifier(config, resume=RUN)``
+continues an interrupted run exactly; it may change ``RESUMABLE`` (``epochs``,
+``early_stop``, ``device``, ``decode``), nothing else.
 """
-import json
+import contextlib
+import hashlib
 import os
+import sys
 import time
 from dataclasses import asdict
 
@@ -18,9 +33,10 @@ import numpy as np
 
 from .. import checkpoint
 from ..data import Augment, datasets, flip_allowed
-from ..data.datasets import check_labels
+from ..data.augment import FLIP_ALLOWED
 from ..data.hierarchy import ClassHierarchy
-from ..errors import CheckpointError, ShapeError
+from ..errors import (CheckpointError, ConfigError, FileError, NumericalError, ShapeError,
+                      TinyarError)
 from ..inspect.confusion import plot_level_confusions
 from ..models.classifiers import CNNClassifier, RowRNNClassifier
 from ..nn.multilevel import LevelWeightSchedule
@@ -31,25 +47,29 @@ from ..random import generator, manual_seed
 from .config import ClassifyConfig
 from .metrics import format_report, hierarchical_report
 from .placement import check_device, place
+from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, apply_overrides, buffer_copies,
+                  check_kind, config_from_meta, default_folder, figure_of, is_finite,
+                  meta_field, note, restore_buffers, rng_state, save_or_rescue, set_rng_state,
+                  sync_log, validate, weights_finite)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
+RESUMABLE = frozenset({"epochs", "early_stop", "device", "decode"})
+#: A checkpoint inside an epoch after this much training time since the last one.
+AUTOSAVE_SECONDS = 120.0
 
 
-def load_dataset(config):
+def load_dataset(config, test_size=None):
     """(x_train, y_train, x_test, y_test, hierarchy, name) of ``config.data``."""
     return datasets.load_dataset(config.data, config.hierarchy, config.train_size,
-                                 config.test_size, config.seed)
+                                 test_size or config.test_size, config.seed)
 
 
 def parse_schedule(text):
+    """The ``--weight-schedule`` text as a ``LevelWeightSchedule`` (None when empty)."""
     if not text:
         return None
-    milestones = []
-    for part in text.split(";"):
-        start, weights = part.split(":")
-        wc, wf = weights.split(",")
-        milestones.append((int(start), (float(wc), float(wf))))
-    return LevelWeightSchedule(milestones)
+    from .config import parse_weight_schedule
+    return LevelWeightSchedule(parse_weight_schedule(text))
 
 
 def build_model(config, hierarchy, image_shape):
@@ -60,13 +80,46 @@ def build_model(config, hierarchy, image_shape):
     if config.model == "rnn":
         return RowRNNClassifier(hierarchy, image_shape, config.hidden, 1, config.cell, config.head,
                                 tuple(config.level_weights), schedule)
-    raise ValueError(f"classify: --model must be 'cnn' or 'rnn', got {config.model!r}")
+    raise ConfigError(f"--model: expected 'cnn' or 'rnn', got {config.model!r}")
+
+
+def build_optimizer(config, model):
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer: expected one of {sorted(OPTIMIZERS)}, got "
+                          f"{config.optimizer!r}")
+    kwargs = {"lr": config.lr, "momentum": 0.9} if config.optimizer == "sgd" else \
+        {"lr": config.lr}
+    # every parameter (the row decoder of pre-training gets zero gradients, so Adam
+    # leaves it as it is), so the optimizer works on the model's whole flat buffer
+    return OPTIMIZERS[config.optimizer](model.parameters(), **kwargs)
+
+
+def build_augment(config, name, image_shape):
+    """The augmentation ``--augment`` asks for, for these images (None without the flag).
+
+    A named set gets its usual one (``Augment.for_dataset``); other images (a .npz
+    file, a folder) random shifts of about 1/14 of the side and rotations up to 10
+    degrees, never a mirror (whether a mirrored image keeps its class is not known).
+    """
+    if not config.augment:
+        return None
+    c, h, w = image_shape
+    if min(h, w) < 4:
+        raise ConfigError(f"--augment: expected images of at least 4x4 pixels to shift and "
+                          f"rotate, got {h}x{w}")
+    key = str(name).lower()
+    if key in FLIP_ALLOWED or key.startswith("emnist"):
+        augment = Augment.for_dataset(name)
+        if augment.hflip and not flip_allowed(name):
+            augment.hflip = False
+        return augment
+    return Augment(padding=max(1, min(h, w) // 14), max_degrees=10.0, hflip=False)
 
 
 def labelled_subset(y, fraction, rng):
     """Indices of a class-stratified ``fraction`` of the training set (at least one per class)."""
     if not 0 < fraction <= 1:
-        raise ValueError(f"classify: --label-fraction must be in (0, 1], got {fraction}")
+        raise ConfigError(f"--label-fraction: expected a number in (0, 1], got {fraction}")
     if fraction == 1:
         return np.arange(y.size)
     keep = []
@@ -77,10 +130,46 @@ def labelled_subset(y, fraction, rng):
     return np.sort(np.concatenate(keep))
 
 
+def split_validation(y, fraction, rng):
+    """(train, validation) index arrays: ``fraction`` of the images of each class held out.
+
+    Stratified by largest remainder: class c of n_c images gives floor(f n_c) images,
+    and the rest of the total round(f N) (at least 1) go to the classes with the largest
+    fractional parts (ties broken by ``rng``). Every class keeps at least one training
+    image. ``fraction`` 0: no validation set.
+    """
+    if fraction <= 0:
+        return np.arange(y.size), np.zeros(0, np.int64)
+    labels, counts = np.unique(y, return_counts=True)
+    quota = fraction * counts
+    take = np.floor(quota).astype(np.int64)
+    total = max(1, int(round(fraction * y.size)))
+    order = np.lexsort((rng.random(labels.size), -(quota - take)))
+    room = counts - 1 - take
+    for i in order:
+        if take.sum() >= total:
+            break
+        if room[i] > 0:
+            take[i] += 1
+            room[i] -= 1
+    take = np.minimum(take, counts - 1)
+    val = [rng.choice(np.flatnonzero(y == label), size=k, replace=False)
+           for label, k in zip(labels, take) if k > 0]
+    val = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    train = np.setdiff1d(np.arange(y.size), val)
+    return train, val
+
+
+def epoch_order(seed, epoch, n):
+    """The shuffled order of epoch ``epoch``: from its own seeded generator, so a resumed
+    run makes the same order without saving it."""
+    return np.random.default_rng([int(seed), 2, int(epoch)]).permutation(n)
+
+
 def pretrain(model, x, steps, batch, lr, quiet=False):
     """Autoregressive pre-training of the row RNN on unlabelled images."""
     if not isinstance(model, RowRNNClassifier):
-        raise ValueError("classify: --pretrain-steps needs --model rnn (the row-by-row classifier)")
+        raise ConfigError("--pretrain-steps: needs --model rnn (the row-by-row classifier)")
     params = model.rnn.parameters() + model.row_decoder.parameters()
     optimizer = Adam(params, lr=lr)
     rng, losses = generator(), []
@@ -88,6 +177,9 @@ def pretrain(model, x, steps, batch, lr, quiet=False):
         for _ in range(steps):
             idx = rng.integers(0, x.shape[0], batch)
             loss = model.pretrain_loss(x[idx])
+            if not is_finite(loss):
+                raise NumericalError(f"pre-training: the loss is {loss} (diverged); lower "
+                                     f"--pretrain-lr (now {lr:g})")
             model.zero_grad()
             model.pretrain_backward()
             clip_grad_norm_(params, 5.0)
@@ -103,122 +195,508 @@ def evaluate(model, x, y, hierarchy, decode):
                                else None)
 
 
-def train_classifier(config: ClassifyConfig, quiet=False):
-    """Train, evaluate and save; returns (run folder, final report)."""
-    check_device(config.device)
-    manual_seed(config.seed)
-    x_train, y_train, x_test, y_test, hierarchy, name = load_dataset(config)
-    check_labels(hierarchy, y_train, "training")
-    check_labels(hierarchy, y_test, "test")
-    folder = config.out or os.path.join("runs", time.strftime("classify-%Y%m%d-%H%M%S"))
-    config.out = folder
-    os.makedirs(folder, exist_ok=True)
-    model = place(build_model(config, hierarchy, x_train.shape[1:]), config.device)
-    rng = generator()
-    history, pre_losses = [], []
-    if config.pretrain_steps:
-        pre_losses = pretrain(model, x_train, config.pretrain_steps, config.batch,
-                              config.pretrain_lr, quiet)
-    labelled = labelled_subset(y_train, config.label_fraction, rng)
-    xs, ys = x_train[labelled], y_train[labelled]
-    augment = Augment.for_dataset(name) if config.augment and name in ("glyphs", "mnist",
-                                                                         "fashion-mnist",
-                                                                         "cifar10", "cifar100") \
-        else None
-    if augment is not None and augment.hflip and not flip_allowed(name):
-        augment = None
-    steps_per_epoch = max(1, int(np.ceil(xs.shape[0] / config.batch)))
-    total = steps_per_epoch * config.epochs
-    # every parameter (the row decoder of pre-training gets zero gradients, so Adam
-    # leaves it as it is), so the optimizer works on the model's whole flat buffer
-    params = model.parameters()
-    if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"classify: --optimizer must be one of {sorted(OPTIMIZERS)}")
-    opt_kwargs = {"lr": config.lr, "momentum": 0.9} if config.optimizer == "sgd" else \
-        {"lr": config.lr}
-    optimizer = OPTIMIZERS[config.optimizer](params, **opt_kwargs)
-    scheduler = CosineAnnealingLR(optimizer, T_max=max(total, 2), warmup_steps=min(100, total // 10))
-    if not quiet:
-        print(f"tinyar classify: {name}, {xs.shape[0]:,} labelled training images "
-              f"({config.label_fraction:.0%}), {x_test.shape[0]:,} test images, "
-              f"{hierarchy}, model {model} with {model.num_parameters():,} parameters -> {folder}")
-    started, step = time.perf_counter(), 0
-    bar = ProgressBar(total, "classify", unit="step", rate_unit="img", rate_scale=config.batch,
-                      disable=quiet)
+def validation_loss(model, x, y):
+    """(mean -log P(fine label | x), accuracy of argmax_y P(y | x)) on a held-out set: the
+    same measure for either head and every epoch's level weights."""
+    _, p_fine = model.level_probabilities(x)
+    p = p_fine[np.arange(y.size), y]
+    return float(-np.mean(np.log(np.maximum(p, 1e-300)))), float(np.mean(p_fine.argmax(1) == y))
+
+
+def _fingerprint(*arrays):
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()
+
+
+# --- reading a run ----------------------------------------------------------------------------
+def _classifier_of(path, meta, config, image_shape, hierarchy):
+    def builder(_meta=None):
+        return build_model(config, hierarchy, image_shape)
+    return checkpoint.build(path, builder, follow_symlinks=False)
+
+
+def _hierarchy_of(meta, path):
     try:
-        for epoch in range(config.epochs):
-            model.set_epoch(epoch)
-            order = rng.permutation(xs.shape[0])
-            for start in range(0, xs.shape[0], config.batch):
-                idx = order[start:start + config.batch]
-                xb = xs[idx] if augment is None else augment(xs[idx]).astype(np.float32)
-                loss = model.loss(xb, ys[idx])
-                model.zero_grad()
-                model.backward()
-                if config.clip > 0:
-                    clip_grad_norm_(params, config.clip)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                history.append({"step": step, "epoch": epoch, "loss": loss,
-                                "lr": optimizer.param_groups[0]["lr"]})
-                bar.update(1, loss=loss)
-            report = evaluate(model, x_test, y_test, hierarchy, config.decode)
-            history[-1].update(test_coarse_accuracy=report["coarse"]["accuracy"],
-                               test_fine_accuracy=report["fine"]["accuracy"])
-            bar.write(f"epoch {epoch + 1}: test accuracy coarse {report['coarse']['accuracy']:.3f}, "
-                      f"fine {report['fine']['accuracy']:.3f}")
-    except KeyboardInterrupt:
-        bar.close()
-        save_run(folder, model, config, hierarchy, history, None, pre_losses)
-        print(f"\ninterrupted: checkpoint saved in {folder}")
+        return ClassHierarchy.from_dict(meta_field(meta, "hierarchy", dict, path))
+    except CheckpointError:
         raise
-    bar.close()
-    report = evaluate(model, x_test, y_test, hierarchy, config.decode)
-    report["train_seconds"] = time.perf_counter() - started
-    save_run(folder, model, config, hierarchy, history, report, pre_losses)
-    if not quiet:
-        print(format_report(report))
-        print(f"saved model.npz, metrics.json, log.json, confusion_*.png, loss_curve.png in {folder}")
-    return folder, report
+    except TinyarError as exc:
+        raise CheckpointError(f"{path}: its hierarchy cannot be used ({exc})") from None
 
 
-def save_run(folder, model, config, hierarchy, history, report, pre_losses):
-    from ..inspect.plots import plot_curves
-    meta = {"config": asdict(config), "hierarchy": hierarchy.to_dict(), "kind": "classifier"}
-    checkpoint.save(model, os.path.join(folder, "model.npz"), meta=meta)
-    with open(os.path.join(folder, "log.json"), "w") as f:
-        json.dump({"config": asdict(config), "history": history, "pretrain_losses": pre_losses}, f)
-    if report is not None:
-        with open(os.path.join(folder, "metrics.json"), "w") as f:
-            json.dump(report, f, indent=1)
-        plot_level_confusions(folder, report, hierarchy)
-    if history:
-        steps = [r["step"] for r in history]
-        plot_curves(os.path.join(folder, "loss_curve.png"),
-                    {"train": (steps, [r["loss"] for r in history])},
-                    title="classifier loss", smoothing=max(1, len(steps) // 50))
+def _image_shape_of(meta, path, fallback):
+    shape = meta.get("image_shape", fallback)
+    if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and
+            all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+        raise CheckpointError(f"{path}: its image_shape {shape!r} is not 3 positive integers")
+    return tuple(shape)
 
 
-def evaluate_run(folder, data=None, decode=None, quiet=False, device="cpu"):
+def evaluate_run(folder, data=None, decode=None, device="cpu", which="best", quiet=False,
+                 test_size=None):
+    """The test report of a run's model (``which``: "best" or "last") on ``data``'s test
+    split (default: the run's own data)."""
     check_device(device)
-    path = os.path.join(folder, "model.npz")
-    if not os.path.exists(path):
-        raise CheckpointError(f"{folder!r} is not a tinyar classify run folder: no model.npz")
-    _, header = checkpoint.read(path)
-    meta = header["meta"]
-    config = ClassifyConfig(**meta["config"])
+    run = RunFolder(folder)
+    name = run.checkpoint_name(which)
+    path = run.path(name)
+    meta = run.read_meta(name)
+    check_kind(meta, "classifier", path)
+    config = config_from_meta(ClassifyConfig, meta, path)
     if data:
         config.data = data
-    hierarchy = ClassHierarchy.from_dict(meta["hierarchy"])
-    _, _, x_test, y_test, data_hierarchy, _ = load_dataset(config)
+    hierarchy = _hierarchy_of(meta, path)
+    _, _, x_test, y_test, data_hierarchy, _ = load_dataset(config, test_size)
     if data_hierarchy.num_labels != hierarchy.num_labels:
         raise ShapeError(f"classify --eval: the run was trained on {hierarchy.num_labels} labels, "
                          f"the data {config.data!r} has {data_hierarchy.num_labels}")
-    model = build_model(config, hierarchy, x_test.shape[1:])
-    checkpoint.load(model, path)
+    image_shape = _image_shape_of(meta, path, list(x_test.shape[1:]))
+    if tuple(x_test.shape[1:]) != image_shape:
+        raise ShapeError(f"classify --eval: the run was trained on images {image_shape} "
+                         f"(C, H, W), the data {config.data!r} has {tuple(x_test.shape[1:])}")
+    model = _classifier_of(path, meta, config, image_shape, hierarchy)  # built and loaded
     place(model, device)
     report = evaluate(model, x_test, y_test, hierarchy, decode or config.decode)
     if not quiet:
         print(format_report(report))
     return report
+
+
+# --- training ---------------------------------------------------------------------------------
+def train_classifier(config: ClassifyConfig, resume=None, overrides=None, quiet=False):
+    """Train, evaluate and save; returns (run folder, the test report of the best model).
+
+    ``resume``: a run folder to continue from its last checkpoint; ``overrides``: the
+    options given with it (``RESUMABLE``; others are refused).
+    """
+    training = ClassifierTraining(quiet)
+    with Interrupts() as interrupts:
+        training.interrupts = interrupts
+        if resume:
+            training.open_resumed(resume, dict(overrides or {}))
+        else:
+            training.open_fresh(config, dict(overrides or {}))
+        try:
+            return training.train()
+        finally:
+            training.run.close()
+
+
+class ClassifierTraining:
+    """One classifier training run (see ``LMTraining`` in lm.py for the scheme: a step
+    computes, then updates under ``Interrupts.critical``; the epoch's report is recorded
+    as pending before it runs)."""
+
+    def __init__(self, quiet):
+        self.quiet = quiet
+        self.phase = "setup"
+        self.saved_step = None
+        self.best_weights = None
+        self.buffers = {}
+        self.last_save = time.perf_counter()
+
+    # --- opening ---------------------------------------------------------------------------
+    def open_fresh(self, config, overrides):
+        for key, value in overrides.items():
+            if hasattr(config, key) and value is not None:
+                setattr(config, key, value)
+        validate(config)
+        check_device(config.device)
+        self.config = config
+        self.run = RunFolder(config.out or default_folder("classify"))
+        config.out = self.run.folder
+        self.run.open_for_writing(fresh=True)
+        try:
+            manual_seed(config.seed)
+            self._load_data()
+            self.model = place(build_model(config, self.hierarchy, self.image_shape),
+                               config.device)
+            self.pre_losses = pretrain(self.model, self.x_train, config.pretrain_steps,
+                                       config.batch, config.pretrain_lr, self.quiet) \
+                if config.pretrain_steps else []
+            self._build_training_pieces()
+            self.history, self.best = [], Best()
+            self.progress = {"step": 0, "epoch": 0, "batch": 0, "seconds": 0.0,
+                             "rng": rng_state(), "report": None}
+            self.phase = "idle"
+            self.save()  # step 0: a run killed before its first checkpoint can resume
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt) and self.saved_step is None:
+                print("\ninterrupted before the first checkpoint: nothing to resume",
+                      file=sys.stderr)
+            self.run.close(abandon=self.saved_step is None)
+            raise
+
+    def open_resumed(self, folder, overrides):
+        self.run = run = RunFolder(folder)
+        path = run.path(run.checkpoint_name("last"))
+        run.open_for_writing(fresh=False)
+        try:
+            self._resume_from(path, overrides)
+        except BaseException:
+            run.close()
+            raise
+
+    def _resume_from(self, path, overrides):
+        run = self.run
+        meta = run.read_meta(LAST)
+        check_kind(meta, "classifier", path)
+        config = apply_overrides(config_from_meta(ClassifyConfig, meta, path), overrides,
+                                 RESUMABLE)
+        config.out = run.folder
+        validate(config)
+        check_device(config.device)
+        self.config = config
+        manual_seed(config.seed)
+        self._load_data()
+        if meta.get("data") != self.data_info:
+            raise ConfigError(f"--data {config.data!r}: the images are not the ones the run was "
+                              f"trained on; a resumed run needs the same data")
+        self.model = place(_classifier_of(path, meta, config, self.image_shape, self.hierarchy),
+                           config.device)
+        self._build_training_pieces()
+        checkpoint.load(self.model, path, optimizer=self.optimizer, follow_symlinks=False)
+        self.progress = _progress_of(meta, path, self.steps_per_epoch)
+        if self.progress["epoch"] > config.epochs:
+            raise ConfigError(f"--epochs: the run has done {self.progress['epoch']} epochs "
+                              f"already; expected more than that, got {config.epochs}")
+        self._restore_scheduler(meta.get("scheduler"), path)
+        self.history = _history_of(meta, self.progress["step"], path)
+        self.pre_losses = meta.get("pretrain_losses") or []
+        self.best = Best(meta.get("best"))
+        set_rng_state(self.progress["rng"], path)
+        self._check_best_file()
+        self.phase = "idle"
+        sync_log(run, self.log(), self.progress["step"])
+        self.saved_step = self.progress["step"]
+
+    def _load_data(self):
+        config = self.config
+        x_train, y_train, x_test, y_test, hierarchy, name = load_dataset(config)
+        self.hierarchy, self.name = hierarchy, name
+        self.x_train, self.x_test, self.y_test = x_train, x_test, y_test
+        self.image_shape = tuple(int(s) for s in x_train.shape[1:])
+        self.data_info = {"name": str(name), "train": int(x_train.shape[0]),
+                          "test": int(x_test.shape[0]),
+                          "sha256": _fingerprint(x_train, y_train, x_test, y_test)}
+        split_rng = np.random.default_rng([int(config.seed), 1])
+        labelled = labelled_subset(y_train, config.label_fraction, split_rng)
+        train, val = split_validation(y_train[labelled], config.val_fraction, split_rng)
+        self.xs, self.ys = x_train[labelled[train]], y_train[labelled[train]]
+        self.xv, self.yv = x_train[labelled[val]], y_train[labelled[val]]
+        if config.early_stop and self.yv.size == 0:
+            raise ConfigError(f"--early-stop: needs a validation set, got --val-fraction "
+                              f"{config.val_fraction}")
+        self.augment = build_augment(config, name, self.image_shape)
+        self.steps_per_epoch = max(1, int(np.ceil(self.xs.shape[0] / config.batch)))
+
+    def _build_training_pieces(self):
+        config = self.config
+        self.optimizer = build_optimizer(config, self.model)
+        self.total = self.steps_per_epoch * config.epochs
+        self.scheduler = CosineAnnealingLR(self.optimizer, T_max=max(self.total, 2),
+                                           warmup_steps=min(100, self.total // 10))
+
+    def _restore_scheduler(self, saved, path):
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path}: its scheduler state is missing or not a dict")
+        t_max = self.scheduler.T_max  # of the run's (possibly new) length: stretched to it
+        self.scheduler.load_state_dict(saved)
+        self.scheduler.T_max = max(t_max, self.scheduler.warmup_steps + 1)
+
+    def _check_best_file(self):
+        step = self.progress["step"]
+        if self.best.step is None:
+            return
+        try:
+            saved = self.run.read_meta(BEST)["progress"]["step"]
+        except (TinyarError, OSError, KeyError, TypeError):
+            saved = None
+        if saved == self.best.step:
+            return
+        if self.best.step == step:
+            self._save_best(self.run)
+            return
+        note(f"{self.run.path(BEST)} is not the checkpoint of the best step {self.best.step}: "
+             f"removed; the best model is tracked afresh")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.run.path(BEST))  # not the run's best: never loaded as if it were
+        self.best = Best()
+
+    # --- the loop --------------------------------------------------------------------------
+    def train(self):
+        config = self.config
+        if not self.quiet:
+            print(f"tinyar classify: {self.name}, {self.xs.shape[0]:,} labelled training images "
+                  f"({config.label_fraction:.0%}, {self.yv.size:,} more held out for "
+                  f"validation), {self.x_test.shape[0]:,} test images, {self.hierarchy}, model "
+                  f"{self.model} with {self.model.num_parameters():,} parameters -> "
+                  f"{self.run.folder}")
+            if self.progress["step"]:
+                print(f"  resuming at epoch {self.progress['epoch'] + 1}, step "
+                      f"{self.progress['step']}")
+        self.bar = ProgressBar(self.total, "classify", unit="step", rate_unit="img",
+                               rate_scale=config.batch, disable=self.quiet,
+                               initial=self.progress["step"])
+        self.started = time.perf_counter() - self.progress["seconds"]
+        try:
+            if self.progress.get("report"):
+                self.report()
+            while not self.finished():
+                loss = self.train_step()
+                self.bar.update(1, loss=loss)
+                self.report()
+                if time.perf_counter() - self.last_save > AUTOSAVE_SECONDS and \
+                        self.saved_step != self.progress["step"]:
+                    self.save()
+        except KeyboardInterrupt:
+            self.bar.close()
+            self.interrupted()
+            raise
+        self.bar.close()
+        return self.finish()
+
+    def finished(self):
+        if self.progress["epoch"] >= self.config.epochs:
+            return True
+        return 0 < self.config.early_stop <= self.best.since
+
+    def train_step(self):
+        config, model, progress = self.config, self.model, self.progress
+        epoch, batch = progress["epoch"], progress["batch"]
+        model.set_epoch(epoch)
+        idx = epoch_order(config.seed, epoch, self.xs.shape[0])[batch * config.batch:
+                                                                (batch + 1) * config.batch]
+        self.phase = "compute"
+        self.buffers = buffer_copies(model)
+        xb = self.xs[idx] if self.augment is None else \
+            self.augment(self.xs[idx]).astype(np.float32)
+        loss = model.loss(xb, self.ys[idx])
+        if not is_finite(loss):
+            self.diverged("training loss", loss)
+        model.zero_grad()
+        model.backward()
+        if config.clip > 0:
+            norm = clip_grad_norm_(model.parameters(), config.clip)
+            if not is_finite(norm):
+                self.diverged("gradient norm", norm)
+        with self.interrupts.critical():
+            self.phase = "update"
+            self.optimizer.step()
+            self.scheduler.step()
+            step, batch = progress["step"] + 1, batch + 1
+            self.history.append({"step": step, "epoch": epoch, "loss": loss,
+                                 "lr": self.optimizer.param_groups[0]["lr"]})
+            progress.update(step=step, batch=batch, rng=rng_state(),
+                            seconds=time.perf_counter() - self.started,
+                            report={"epoch": epoch} if batch == self.steps_per_epoch else None)
+            self.phase = "idle"
+        return loss
+
+    def report(self):
+        """After an epoch: the validation loss (picks the best) and the test accuracy."""
+        if not self.progress.get("report"):
+            return
+        model, epoch, step = self.model, self.progress["epoch"], self.progress["step"]
+        self.phase = "report"
+        fields = {}
+        if self.yv.size:
+            fields["val_loss"], fields["val_accuracy"] = validation_loss(model, self.xv, self.yv)
+        test = evaluate(model, self.x_test, self.y_test, self.hierarchy, self.config.decode)
+        fields.update(test_coarse_accuracy=test["coarse"]["accuracy"],
+                      test_fine_accuracy=test["fine"]["accuracy"])
+        with self.interrupts.critical():
+            self.phase = "update"
+            self.history[-1].update(fields)
+            improved = "val_loss" in fields and self.best.update(step, fields["val_loss"])
+            if improved:
+                self.best_weights = model.state_dict()
+            self.progress.update(epoch=epoch + 1, batch=0, report=None, rng=rng_state())
+            self.phase = "idle"
+        val = (f"validation loss {fields['val_loss']:.4f}, accuracy {fields['val_accuracy']:.3f}"
+               f"{' best' if improved else ''}; ") if "val_loss" in fields else ""
+        self.bar.write(f"epoch {epoch + 1}: {val}test accuracy coarse "
+                       f"{fields['test_coarse_accuracy']:.3f}, fine "
+                       f"{fields['test_fine_accuracy']:.3f}")
+        self.save()
+
+    # --- saving ----------------------------------------------------------------------------
+    def meta(self):
+        return {"kind": "classifier", "config": asdict(self.config),
+                "hierarchy": self.hierarchy.to_dict(), "image_shape": list(self.image_shape),
+                "data": self.data_info, "progress": dict(self.progress),
+                "history": self.history, "best": self.best.to_dict(),
+                "scheduler": self.scheduler.state_dict(), "pretrain_losses": self.pre_losses}
+
+    def log(self):
+        progress = {k: v for k, v in self.progress.items() if k != "rng"}
+        best = self.best.to_dict()
+        best["epoch"] = next((r["epoch"] for r in self.history if r["step"] == self.best.step),
+                             None)
+        return {"config": asdict(self.config), "history": self.history, "progress": progress,
+                "best": best, "best_step": self.best.step, "pretrain_losses": self.pre_losses}
+
+    def _best_meta(self):
+        meta = self.meta()
+        meta.update(progress={"step": self.best.step}, history=None, scheduler=None,
+                    which="best")
+        return meta
+
+    def _save_best(self, run):
+        if self.best.step == self.progress["step"]:
+            run.save_checkpoint(BEST, self.model, self._best_meta())
+        elif self.best_weights is not None:
+            current = self.model.state_dict()
+            self.model.load_state_dict(self.best_weights)
+            try:
+                run.save_checkpoint(BEST, self.model, self._best_meta())
+            finally:
+                self.model.load_state_dict(current)
+
+    def write(self, run, with_best):
+        run.save_checkpoint(LAST, self.model, self.meta(), optimizer=self.optimizer)
+        if with_best:
+            self._save_best(run)
+        run.write_json(LOG, self.log())
+
+    def save(self, final=False):
+        step = self.progress["step"]
+        with_best = self.best.step == step
+        with self.interrupts.critical(deliver=False):
+            if final:
+                folder = save_or_rescue(self.run, "classify",
+                                        lambda run: self.write(run, with_best or
+                                                               run is not self.run))
+            else:
+                try:
+                    self.write(self.run, with_best)
+                    folder = self.run.folder
+                except (OSError, FileError) as exc:  # keep training: the last save rescues
+                    print(f"tinyar classify: warning: checkpoint at step {step} not saved "
+                          f"({exc})", file=sys.stderr)
+                    return None
+        self.saved_step, self.last_save = step, time.perf_counter()
+        if self.interrupts.pending and not final:
+            self.interrupts.pending = False
+            raise KeyboardInterrupt
+        return folder
+
+    def interrupted(self):
+        if self.phase == "update":
+            print(f"\ninterrupted in the middle of an update: the checkpoint of step "
+                  f"{self.saved_step} in {self.run.folder} is kept; continue with: "
+                  f"tinyar classify --resume {self.run.folder}")
+            return
+        if self.phase == "compute":
+            restore_buffers(self.model, self.buffers)
+        self.phase = "idle"
+        folder = self.save(final=True)
+        print(f"\ninterrupted at step {self.progress['step']} (epoch "
+              f"{self.progress['epoch'] + 1}): checkpoint saved in {folder}; continue with: "
+              f"tinyar classify --resume {folder}")
+
+    def diverged(self, what, value):
+        step = self.progress["step"] + 1
+        self.bar.close()
+        restore_buffers(self.model, self.buffers)
+        self.phase = "idle"
+        if weights_finite(self.model):
+            folder = self.save(final=True)
+            kept = f"the state after step {step - 1} is saved in {folder}"
+        else:
+            kept = f"the checkpoint of step {self.saved_step} in {self.run.folder} is kept"
+        raise NumericalError(f"step {step}: the {what} is {value} (training diverged); {kept}; "
+                             f"start again with a lower --lr (now {self.config.lr:g}) or a "
+                             f"--clip")
+
+    def finish(self):
+        step = self.progress["step"]
+        folder = self.run.folder if self.saved_step == step else self.save(final=True)
+        run = self.run if folder == self.run.folder else RunFolder(folder)
+        which = self._use_best()
+        report = evaluate(self.model, self.x_test, self.y_test, self.hierarchy,
+                          self.config.decode)
+        best_record = next((r for r in self.history if r["step"] == self.best.step), None)
+        report.update(train_seconds=self.progress["seconds"], model=which,
+                      best_step=self.best.step,
+                      best_epoch=best_record["epoch"] + 1 if best_record else None,
+                      val_loss=best_record.get("val_loss") if best_record else None)
+        try:
+            self.write_results(run, report)
+        except OSError as exc:
+            print(f"tinyar classify: warning: metrics.json and the figures not written ({exc})",
+                  file=sys.stderr)
+        if not self.quiet:
+            print(format_report(report))
+            if 0 < self.config.early_stop <= self.best.since:
+                print(f"early stop: no better validation loss in {self.best.since} epochs")
+            what = f"the best epoch ({report['best_epoch']}, step {self.best.step}, best.npz)" \
+                if which == "best" else "the last epoch (model.npz)"
+            print(f"test report of {what}; saved model.npz, best.npz, metrics.json, log.json, "
+                  f"confusion_*.png, loss_curve.png in {folder}")
+        return folder, report
+
+    def _use_best(self):
+        """Put the best epoch's weights in the model for the final report: "best", or
+        "last" when there is no validation set (or its copy is gone)."""
+        if self.best.step is None:
+            return "last"
+        if self.best.step == self.progress["step"]:
+            return "best"
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+            return "best"
+        try:
+            checkpoint.load(self.model, self.run.path(BEST), follow_symlinks=False)
+            return "best"
+        except (TinyarError, OSError) as exc:
+            note(f"the best model cannot be read back ({exc}); the report is of the last one")
+            return "last"
+
+    def write_results(self, run, report):
+        from ..inspect.plots import plot_curves
+        run.write_json("metrics.json", report, indent=1)
+        coarse, fine = plot_level_confusions(None, report, self.hierarchy)
+        run.write_figure("confusion_coarse.png", coarse)
+        run.write_figure("confusion_fine.png", fine)
+        if self.history:
+            steps = [r["step"] for r in self.history]
+            curves = {"train": (steps, [r["loss"] for r in self.history])}
+            val = [(r["step"], r["val_loss"]) for r in self.history
+                   if r.get("val_loss") is not None]
+            if val:
+                curves["validation (-log P(label))"] = tuple(zip(*val))
+            run.write_figure("loss_curve.png", figure_of(
+                plot_curves, curves, title="classifier loss",
+                smoothing=max(1, len(steps) // 50)))
+
+
+def _progress_of(meta, path, steps_per_epoch):
+    progress = meta_field(meta, "progress", dict, path)
+    for key, kind in (("step", int), ("epoch", int), ("batch", int), ("seconds", (int, float)),
+                      ("rng", dict)):
+        value = progress.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{path}: its progress {key!r} is missing or of the wrong "
+                                  f"type ({type(value).__name__})")
+    if min(progress["step"], progress["epoch"], progress["batch"]) < 0 or \
+            progress["batch"] > steps_per_epoch:
+        raise CheckpointError(f"{path}: its progress (epoch {progress['epoch']}, batch "
+                              f"{progress['batch']}) does not fit epochs of {steps_per_epoch} "
+                              f"batches")
+    report = progress.get("report")
+    progress["report"] = report if isinstance(report, dict) else None
+    progress["seconds"] = float(progress["seconds"])
+    return progress
+
+
+def _history_of(meta, step, path):
+    history = meta.get("history")
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise CheckpointError(f"{path}: its history is missing or not a list of records")
+    if history and history[-1].get("step") != step:
+        raise CheckpointError(f"{path}: its history ends at step {history[-1].get('step')}, "
+                              f"its progress at step {step}")
+    return history

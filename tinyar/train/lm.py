@@ -1,19 +1,34 @@
 """Training, sampling and evaluating the autoregressive language model.
 
-``train_lm(config)`` is the whole loop, readable top to bottom:
+``train_lm(config)`` is the whole loop:
 
     text -> tokenizer -> ids -> 90/10 split -> (x, y) stream batches
     for each step: loss, state = model.loss(x, y, state)     # truncated BPTT
                    model.backward(); clip; optimizer.step(); scheduler.step()
                    every few steps: validation loss, a generated sample
-    saves into the run folder: model.npz (model + optimizer + where training
-    stopped), vocab.json, hierarchy.json, log.json, loss_curve.png, samples.txt
+    saves into the run folder (``train/run.py``): model.npz (the last checkpoint: weights,
+    optimizer, schedule, random state, data position, the carried recurrent state and
+    the history), best.npz (the best validation loss so far), vocab.json, hierarchy.json,
+    log.json, recorder.json, loss_curve.png, samples.txt
 
-Ctrl-C saves a checkpoint; ``--resume RUN`` continues from it.
+Everything is checked before the first step: the options (``config.validate()``), the
+run folder (created, locked, written once), the data and what depends on it (the
+prompt must encode in the vocabulary, ``--classes`` must fit it, one batch must fit the
+training text). Ctrl-C saves a checkpoint; ``train_lm(config, resume=RUN)`` continues
+it and gives the same losses, bit for bit on the CPU, as a run that was never stopped.
+
+Options a resumed run may change (``RESUMABLE``): how long it trains (``steps``,
+``epochs``, ``max_seconds``, ``early_stop``), where (``device``), and how often it
+reports (``eval_every``, ``sample_every``, ``checkpoint_every``, ``sample_tokens``,
+``prompt``). The others (model, data, optimizer, seed, ``out``) made the checkpoint
+and are refused. ``max_seconds`` counts the run's whole training time, earlier parts
+included. New ``steps`` stretch the cosine schedule to the new length.
 """
-import json
-import math
+import contextlib
+import hashlib
 import os
+import math
+import sys
 import time
 from dataclasses import asdict
 
@@ -21,31 +36,42 @@ import numpy as np
 
 from .. import checkpoint
 from ..data import CharTokenizer, StreamBatcher, Tokenizer, WordTokenizer, load_corpus, split
-from ..data.hierarchy import ClassHierarchy, HierarchyError
-from ..errors import CheckpointError
+from ..data.hierarchy import ClassHierarchy
+from ..device import device_of, to_device
+from ..errors import (CheckpointError, ConfigError, FileError, NumericalError, ShapeError,
+                      TinyarError)
 from ..models import AutoregressiveLM, bits_per_token, perplexity
 from ..optim import SGD, Adagrad, Adam, AdamW, RMSprop, clip_grad_norm_
 from ..optim.lr_scheduler import CosineAnnealingLR
 from ..progress import ProgressBar
-from ..random import generator, manual_seed
+from ..random import manual_seed
 from .config import LMConfig
 from .placement import check_device, place
+from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, apply_overrides, buffer_copies,
+                  check_kind, config_from_meta, default_folder, figure_of, is_finite,
+                  merge_records, meta_field, note, recorder_prefix, restore_buffers, rng_state,
+                  save_or_rescue, set_rng_state, start_recorder_at, sync_log, validate,
+                  weights_finite)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
+RESUMABLE = frozenset({"steps", "epochs", "max_seconds", "device", "early_stop", "eval_every",
+                       "sample_every", "checkpoint_every", "sample_tokens", "prompt"})
+
+#: A run folder, as tests and older code name it.
+Run = RunFolder
 
 
 def run_folder(config):
-    if config.out:
-        return config.out
-    return os.path.join("runs", time.strftime("lm-%Y%m%d-%H%M%S"))
+    return config.out or default_folder("lm")
 
 
+# --- building the pieces ----------------------------------------------------------------------
 def build_tokenizer(config, text):
     if config.level == "char":
         return CharTokenizer().fit(text)
     if config.level == "word":
         return WordTokenizer(max_vocab=config.vocab).fit(text)
-    raise ValueError(f"--level must be 'char' or 'word', got {config.level!r}")
+    raise ConfigError(f"--level: expected 'char' or 'word', got {config.level!r}")
 
 
 def build_hierarchy(config, tokenizer):
@@ -53,8 +79,8 @@ def build_hierarchy(config, tokenizer):
         return None
     classes = config.classes or None
     if classes is not None and classes > tokenizer.vocab_size:
-        raise HierarchyError(f"--classes {classes} is larger than the vocabulary "
-                             f"({tokenizer.vocab_size} tokens); use at most {tokenizer.vocab_size}")
+        raise ConfigError(f"--classes {classes} is larger than the vocabulary "
+                          f"({tokenizer.vocab_size} tokens); use at most {tokenizer.vocab_size}")
     return ClassHierarchy.from_counts(np.maximum(tokenizer.counts, 1), classes)
 
 
@@ -66,11 +92,19 @@ def build_model(config, tokenizer, hierarchy):
 
 def build_optimizer(config, model):
     if config.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer must be one of {sorted(OPTIMIZERS)}, got {config.optimizer!r}")
+        raise ConfigError(f"--optimizer: expected one of {sorted(OPTIMIZERS)}, got "
+                          f"{config.optimizer!r}")
     kwargs = {"lr": config.lr}
     if config.weight_decay:
         kwargs["weight_decay"] = config.weight_decay
     return OPTIMIZERS[config.optimizer](model.parameters(), **kwargs)
+
+
+def build_scheduler(config, optimizer, total):
+    if config.schedule != "cosine":
+        return None
+    return CosineAnnealingLR(optimizer, T_max=max(total, config.warmup + 1),
+                             warmup_steps=config.warmup)
 
 
 def sample_text(model, tokenizer, prompt, tokens, temperature=0.8, top_k=None, rng=None):
@@ -81,174 +115,573 @@ def sample_text(model, tokenizer, prompt, tokens, temperature=0.8, top_k=None, r
     return tokenizer.decode(ids)
 
 
-class Run:
-    """A run folder: where a training run keeps its files."""
-
-    def __init__(self, folder):
-        self.folder = folder
-
-    def path(self, name):
-        return os.path.join(self.folder, name)
-
-    def save(self, model, optimizer, tokenizer, hierarchy, config, progress, history):
-        os.makedirs(self.folder, exist_ok=True)
-        meta = {"config": asdict(config), "model": model.config(), "tokenizer": tokenizer.to_dict(),
-                "hierarchy": hierarchy.to_dict() if hierarchy is not None else None,
-                "progress": progress}
-        checkpoint.save(model, self.path("model.npz"), meta=meta, optimizer=optimizer)
-        tokenizer.save(self.path("vocab.json"))
-        if hierarchy is not None:
-            hierarchy.save(self.path("hierarchy.json"))
-        _write_json(self.path("log.json"), {"config": asdict(config), "history": history,
-                                            "progress": progress})
-
-    def load_meta(self):
-        _, header = checkpoint.read(self.path("model.npz"))
-        return header["meta"]
+def check_prompt(tokenizer, prompt):
+    """The samples shown during training start from ``prompt``: it must encode."""
+    if not prompt:
+        return
+    try:
+        tokenizer.encode(prompt, errors="strict")
+    except TinyarError as exc:
+        reason = str(exc).split("; ")[0]
+        raise ConfigError(f"--prompt {prompt!r}: expected text of the training vocabulary, "
+                          f"got {reason.split(': ', 1)[-1]}") from None
 
 
-def _write_json(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+def _perplexity(nats):
+    return float("inf") if nats > 700 else perplexity(nats)  # exp overflows past ~709
 
 
-def load_run(folder, device="cpu"):
-    """(model, tokenizer, meta) of a run folder's checkpoint, the model on ``device``."""
+# --- reading a run ----------------------------------------------------------------------------
+def _hierarchy_of(meta, tokenizer, path):
+    saved = meta.get("hierarchy")
+    if saved is None:
+        return None
+    try:
+        return ClassHierarchy.from_dict(saved, num_labels=tokenizer.vocab_size)
+    except TinyarError as exc:
+        raise CheckpointError(f"{path}: its hierarchy cannot be used ({exc})") from None
+
+
+def _tokenizer_of(meta, path):
+    try:
+        return Tokenizer.from_dict(meta_field(meta, "tokenizer", dict, path))
+    except CheckpointError:
+        raise
+    except TinyarError as exc:
+        raise CheckpointError(f"{path}: its vocabulary cannot be used ({exc})") from None
+
+
+def _build_from(path, meta, hierarchy):
+    """The model described by a checkpoint's meta, built under the file's allocation limit
+    and loaded with its weights (``checkpoint.build``)."""
+    saved = meta_field(meta, "model", dict, path)
+
+    def builder(_meta=None):
+        try:
+            return AutoregressiveLM.from_config(saved, hierarchy)
+        except TypeError as exc:
+            raise CheckpointError(f"{path}: its model config cannot be used ({exc})") from None
+    return checkpoint.build(path, builder, follow_symlinks=False)
+
+
+def load_run(folder, device="cpu", which="best"):
+    """(model, tokenizer, meta) of a run folder's checkpoint, the model on ``device``.
+
+    ``which``: "best" (``best.npz``, the best validation loss; an older run folder
+    without it falls back to ``model.npz`` with a note) or "last" (``model.npz``).
+    """
     check_device(device)
-    path = os.path.join(folder, "model.npz")
-    if not os.path.exists(path):
-        raise CheckpointError(f"{folder!r} is not a tinyar run folder: it has no model.npz")
-    meta = Run(folder).load_meta()
-    tokenizer = Tokenizer.from_dict(meta["tokenizer"])
-    hierarchy = ClassHierarchy.from_dict(meta["hierarchy"]) if meta.get("hierarchy") else None
-    model = AutoregressiveLM.from_config(meta["model"], hierarchy)
-    checkpoint.load(model, path)
+    run = RunFolder(folder)
+    name = run.checkpoint_name(which)
+    path = run.path(name)
+    meta = run.read_meta(name)
+    check_kind(meta, "language_model", path)
+    tokenizer = _tokenizer_of(meta, path)
+    hierarchy = _hierarchy_of(meta, tokenizer, path)
+    model = _build_from(path, meta, hierarchy)  # built under the file's limit, and loaded
     return place(model, device), tokenizer, meta
 
 
-def train_lm(config: LMConfig, resume=None, steps=None, quiet=False):
+def evaluate_run(folder, data=None, split_name="val", device="cpu", which="best",
+                 max_chars=None, batch=16, bptt=128):
+    """nats/token, perplexity and bits/token of a run's model (``which``: best or last) on
+    some text (default: the run's own validation split)."""
+    if split_name not in ("val", "all"):
+        raise ConfigError(f"--split: expected 'val' or 'all', got {split_name!r}")
+    model, tokenizer, meta = load_run(folder, device, which)
+    config = meta_field(meta, "config", dict, folder)
+    text = load_corpus(data or config.get("data", "stdlib"),
+                       max_chars=max_chars or config.get("max_chars"))
+    ids = tokenizer.encode(text, errors="replace")
+    if split_name == "val":
+        _, ids = split(ids, 0.9)
+    nats = model.evaluate(ids, batch_size=batch, bptt=bptt)
+    result = {"tokens": int(len(ids)), "nats_per_token": nats, "perplexity": _perplexity(nats),
+              "bits_per_token": bits_per_token(nats)}
+    if config.get("level") == "char":
+        result["bits_per_char"] = result["bits_per_token"]
+    return result
+
+
+# --- training ---------------------------------------------------------------------------------
+def train_lm(config: LMConfig, resume=None, overrides=None, quiet=False, steps=None):
     """Train a language model; returns the run folder.
 
-    ``resume``: a run folder to continue (its saved settings are used;
-    ``steps`` may extend the run).
+    ``resume``: a run folder to continue from its last checkpoint, with its saved
+    settings; ``overrides``: options given with it (see ``RESUMABLE``; the others are
+    refused). ``steps``: the number of steps (also when resuming; the same as
+    ``overrides={"steps": N}``).
     """
-    history, progress = [], {"step": 0, "tokens": 0, "seconds": 0.0, "position": 0}
-    if resume:
-        meta = Run(resume).load_meta()
-        config, progress = LMConfig(**meta["config"]), meta["progress"]
-        config.out = resume
-        history = json.load(open(os.path.join(resume, "log.json")))["history"]
-    check_device(config.device)
-    manual_seed(config.seed)
-    text = load_corpus(config.data, max_chars=config.max_chars)
-    tokenizer = build_tokenizer(config, text) if not resume else \
-        Tokenizer.from_dict(meta["tokenizer"])
-    ids = tokenizer.encode(text, errors="replace")
-    train_ids, val_ids = split(ids, 0.9)
-    val_ids = val_ids[:config.eval_tokens]
-    hierarchy = build_hierarchy(config, tokenizer) if not resume else \
-        (ClassHierarchy.from_dict(meta["hierarchy"]) if meta["hierarchy"] else None)
-    model = place(build_model(config, tokenizer, hierarchy), config.device)
-    optimizer = build_optimizer(config, model)
-    batcher = StreamBatcher(train_ids, config.batch, config.bptt, drop_last=True)
+    overrides = dict(overrides or {})
     if steps is not None:
-        config.steps, config.epochs = int(steps), 0.0
-    steps = int(math.ceil(config.epochs * len(batcher))) if config.epochs > 0 else config.steps
-    scheduler = CosineAnnealingLR(optimizer, T_max=max(steps, config.warmup + 1),
-                                  warmup_steps=config.warmup) if config.schedule == "cosine" \
-        else None
-    run = Run(run_folder(config))
-    config.out = run.folder
-    if resume:
-        checkpoint.load(model, run.path("model.npz"), optimizer=optimizer)
-        if scheduler is not None:
-            for _ in range(progress["step"]):
-                scheduler.step()
-        generator().bit_generator.state = progress["rng"]
+        overrides["steps"] = int(steps)
+    training = LMTraining(quiet)
+    with Interrupts() as interrupts:
+        training.interrupts = interrupts
+        if resume:
+            training.open_resumed(resume, overrides)
+        else:
+            training.open_fresh(config, overrides)
+        try:
+            return training.train()
+        finally:
+            training.run.close()
 
-    if not quiet:
-        print(f"tinyar train: {len(ids):,} {config.level} tokens from {config.data!r} "
-              f"(vocabulary {tokenizer.vocab_size}), {model.num_parameters():,} parameters, "
-              f"{steps} steps of {config.batch}x{config.bptt} tokens -> {run.folder}")
-        if hierarchy is not None:
-            print(f"  head: {hierarchy}")
 
-    recorder = None
-    if config.record_every > 0:
-        from ..inspect.recorder import Recorder
-        recorder = Recorder(model, every=config.record_every,
-                            histogram_steps=(1, max(1, steps // 2), steps))
+class LMTraining:
+    """One language-model training run: its state, and the steps that change it.
 
-    def snapshot():
-        progress["rng"] = generator().bit_generator.state
-        run.save(model, optimizer, tokenizer, hierarchy, config, progress, history)
-        if recorder is not None:
-            recorder.save(run.path("recorder.json"))
+    The state a checkpoint holds is ``progress`` (step, tokens, seconds, data position,
+    random-generator state, a pending report), ``history`` (one record per step),
+    ``best``, the carried recurrent ``state``, and the model, optimizer and scheduler.
+    A step changes them in two parts: ``compute`` (forward, backward, clip: nothing
+    kept is changed, so an interrupt there saves the state as the last step left it)
+    and ``update`` (optimizer, scheduler and the bookkeeping, under
+    ``Interrupts.critical``). A report (validation, sample) that is due after a step
+    is recorded as pending before it runs, so an interrupt during it resumes by
+    running it again from the same state.
+    """
 
-    tokens_per_step = config.batch * config.bptt
-    state, position = None, progress["position"]
-    bar = ProgressBar(steps, "train", unit="step", rate_unit="tok", rate_scale=tokens_per_step,
-                      disable=quiet, initial=progress["step"])
-    started = time.perf_counter() - progress["seconds"]
-    try:
-        for step in range(progress["step"], steps):
-            if position >= len(batcher):
-                position, state = 0, None  # a new epoch starts from a zero state
-            x, y = batcher.batch(position)
-            position += 1
-            loss, state = model.loss(x, y, state)
-            model.zero_grad()
-            model.backward()
-            grad_norm = clip_grad_norm_(model, config.clip) if config.clip > 0 else float("nan")
-            optimizer.step()
-            if recorder is not None:
-                recorder.step()
-            if scheduler is not None:
-                scheduler.step()
-            progress.update(step=step + 1, tokens=progress["tokens"] + tokens_per_step,
-                            position=position, seconds=time.perf_counter() - started)
-            record = {"step": step + 1, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                      "grad_norm": float(grad_norm), "seconds": progress["seconds"]}
-            if model.head_kind == "multilevel":
-                record["class_loss"], record["word_loss"] = model.head.last_losses
-            out_of_time = 0 < config.max_seconds <= progress["seconds"]
-            last = step + 1 == steps or out_of_time
-            if (step + 1) % config.eval_every == 0 or last:
-                with _paused(recorder):
-                    val = model.evaluate(val_ids, batch_size=min(16, config.batch),
-                                         bptt=config.bptt)
-                record.update(val_loss=val, val_ppl=perplexity(val), val_bits=bits_per_token(val))
-                bar.write(f"step {step + 1}: train loss {loss:.3f}, validation {val:.3f} nats/token "
-                          f"(perplexity {perplexity(val):.2f}, {bits_per_token(val):.3f} bits/token)")
-            if (step + 1) % config.sample_every == 0 or last:
-                with _paused(recorder):
-                    sample = sample_text(model, tokenizer, config.prompt, config.sample_tokens)
-                record["sample"] = sample
-                bar.write(f"--- sample at step {step + 1} ---\n{sample}\n---")
-            history.append(record)
-            bar.update(1, loss=loss, lr=record["lr"])
-            if (step + 1) % config.checkpoint_every == 0:
-                snapshot()
-            if out_of_time:
-                break
-    except KeyboardInterrupt:
-        bar.close()
-        snapshot()
-        print(f"\ninterrupted at step {progress['step']}: checkpoint saved in {run.folder}; "
-              f"continue with: tinyar train --resume {run.folder}")
-        raise
-    bar.close()
-    snapshot()
-    _plots(run, history)
-    if not quiet:
-        final = history[-1]
-        print(f"done: validation {final.get('val_loss', float('nan')):.3f} nats/token, "
-              f"perplexity {final.get('val_ppl', float('nan')):.2f}, in "
-              f"{progress['seconds']:.0f} s; saved model.npz, vocab.json, log.json, "
-              f"loss_curve.png in {run.folder}")
-    return run.folder
+    def __init__(self, quiet):
+        self.quiet = quiet
+        self.phase = "setup"
+        self.saved_step = None
+        self.best_weights = None
+        self.recorder = self.recorder_saved = None
+        self.buffers = {}
+
+    # --- opening ---------------------------------------------------------------------------
+    def open_fresh(self, config, overrides):
+        for key, value in overrides.items():
+            if hasattr(config, key) and value is not None:
+                setattr(config, key, value)
+        if "steps" in overrides:
+            config.epochs = 0.0
+        validate(config)
+        check_device(config.device)
+        self.config = config
+        self.run = RunFolder(run_folder(config))
+        config.out = self.run.folder
+        self.run.open_for_writing(fresh=True)
+        try:
+            manual_seed(config.seed)
+            self._load_data(tokenizer=None)
+            self.hierarchy = build_hierarchy(config, self.tokenizer)
+            self.model = place(build_model(config, self.tokenizer, self.hierarchy),
+                               config.device)
+            self._build_training_pieces()
+            self.history, self.best, self.state = [], Best(), None
+            self.progress = {"step": 0, "tokens": 0, "seconds": 0.0, "position": 0,
+                             "rng": rng_state(), "report": None}
+            self._start_recorder(prefix=None)
+            self.phase = "idle"
+            self.save()  # step 0: a run killed before its first checkpoint can resume
+        except BaseException:
+            self.run.close(abandon=self.saved_step is None)
+            raise
+
+    def open_resumed(self, folder, overrides):
+        self.run = run = RunFolder(folder)
+        name = run.checkpoint_name("last")
+        path = run.path(name)
+        run.open_for_writing(fresh=False)
+        try:
+            self._resume_from(path, overrides)
+        except BaseException:
+            run.close()
+            raise
+
+    def _resume_from(self, path, overrides):
+        run = self.run
+        meta = run.read_meta(LAST)
+        check_kind(meta, "language_model", path)
+        config = config_from_meta(LMConfig, meta, path)
+        if "steps" in overrides and "epochs" not in overrides:
+            config.epochs = 0.0
+        elif "epochs" in overrides and "steps" not in overrides:
+            config.steps = LMConfig().steps
+        config = apply_overrides(config, overrides, RESUMABLE)
+        config.out = run.folder
+        validate(config)
+        check_device(config.device)
+        self.config = config
+        manual_seed(config.seed)
+        self.tokenizer = _tokenizer_of(meta, path)
+        self._load_data(tokenizer=self.tokenizer)
+        saved_data = meta.get("data")
+        if isinstance(saved_data, dict) and saved_data != self.data_info:
+            raise ConfigError(f"--data {config.data!r}: the text is not the one the run was "
+                              f"trained on ({saved_data.get('tokens')} tokens then, "
+                              f"{self.data_info['tokens']} now); a resumed run needs the same "
+                              f"data")
+        self.hierarchy = _hierarchy_of(meta, self.tokenizer, path)
+        self.model = place(_build_from(path, meta, self.hierarchy), config.device)
+        self._build_training_pieces()
+        checkpoint.load(self.model, path, optimizer=self.optimizer, follow_symlinks=False)
+        self.progress = _progress_of(meta, path)
+        step = self.progress["step"]
+        if step > self.total:
+            raise ConfigError(f"--steps: the run is at step {step} already; expected more "
+                              f"steps than that, got {self.total}")
+        self._restore_scheduler(meta.get("scheduler"), step, path)
+        self.history = _history_of(meta, run, step, path)
+        self.best = Best(meta.get("best"))
+        self.state = self._carried_state(run.read_extra(LAST), path)
+        set_rng_state(self.progress["rng"], path)
+        self._check_best_file()
+        self.phase = "idle"
+        sync_log(run, self.log(), step)
+        self._start_recorder(prefix=recorder_prefix(run, step))
+        self.saved_step = step
+
+    def _load_data(self, tokenizer):
+        config = self.config
+        text = load_corpus(config.data, max_chars=config.max_chars)
+        self.tokenizer = tokenizer or build_tokenizer(config, text)
+        ids = self.tokenizer.encode(text, errors="replace")
+        self.data_info = {"tokens": int(len(ids)),
+                          "sha256": hashlib.sha256(ids.tobytes()).hexdigest()}
+        train_ids, val_ids = split(ids, 0.9)
+        self.val_ids = val_ids[:config.eval_tokens]
+        if len(self.val_ids) < 2:
+            raise ConfigError(f"--eval-tokens: expected at least 2 validation tokens, got "
+                              f"{len(self.val_ids)}")
+        check_prompt(self.tokenizer, config.prompt)
+        try:
+            self.batcher = StreamBatcher(train_ids, config.batch, config.bptt, drop_last=True)
+        except ShapeError:
+            rows = len(train_ids) // config.batch
+            raise ConfigError(f"--batch {config.batch} --bptt {config.bptt}: the training text "
+                              f"({len(train_ids):,} tokens) makes {config.batch} streams of "
+                              f"{rows} tokens, expected at least {config.bptt + 1} each; lower "
+                              f"--batch or --bptt, or use more text") from None
+        self.ids_count = len(ids)
+
+    def _build_training_pieces(self):
+        config = self.config
+        self.optimizer = build_optimizer(config, self.model)
+        self.total = int(math.ceil(config.epochs * len(self.batcher))) if config.epochs > 0 \
+            else config.steps
+        self.scheduler = build_scheduler(config, self.optimizer, self.total)
+
+    def _restore_scheduler(self, saved, step, path):
+        if self.scheduler is None:
+            return
+        if saved is None:  # a checkpoint of an older tinyar: replay the schedule from epoch 0
+            self.optimizer.param_groups[0]["lr"] = self.scheduler.get_last_lr()[0]
+            for _ in range(step):
+                self.scheduler.step()
+            return
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{path}: its scheduler state is a {type(saved).__name__}, "
+                                  f"expected a dict")
+        t_max = self.scheduler.T_max  # of the run's (possibly new) length: stretched to it
+        self.scheduler.load_state_dict(saved)
+        self.scheduler.T_max = t_max
+
+    def _carried_state(self, extra, path):
+        """The recurrent state the next batch starts from, on the model's device."""
+        saved = extra.get("state") if isinstance(extra, dict) else None
+        if saved is None or self.model.backbone != "rnn":
+            return None
+        parts = list(saved) if isinstance(saved, (list, tuple)) else [saved]
+        expected = (self.config.layers, self.config.batch, self.config.hidden)
+        count = 2 if self.config.cell == "lstm" else 1
+        if len(parts) != count or any(np.shape(p) != expected for p in parts):
+            raise CheckpointError(f"{path}: its carried recurrent state has the wrong form: "
+                                  f"expected {count} array(s) of shape {expected}, got "
+                                  f"{[np.shape(p) for p in parts]}")
+        device = device_of(self.model.flat_parameters().data)
+        parts = [to_device(np.asarray(p, self.model.dtype), device) for p in parts]
+        return tuple(parts) if count == 2 else parts[0]
+
+    def _check_best_file(self):
+        """``best.npz`` must be the checkpoint of ``best.step`` (a crash can fall between the
+        two writes); rewritten when the loaded weights are that step's, else tracked afresh."""
+        step = self.progress["step"]
+        if self.best.step is None:
+            return
+        try:
+            saved = self.run.read_meta(BEST)["progress"]["step"]
+        except (TinyarError, OSError, KeyError, TypeError):
+            saved = None
+        if saved == self.best.step:
+            return
+        if self.best.step == step:
+            self._save_best(self.run)
+            return
+        note(f"{self.run.path(BEST)} is not the checkpoint of the best step {self.best.step}: "
+             f"removed; the best model is tracked afresh from step {step + 1}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.run.path(BEST))  # not the run's best: never loaded as if it were
+        self.best = Best()
+
+    def _start_recorder(self, prefix):
+        config = self.config
+        self.recorder, self.recorder_saved = None, prefix
+        if config.record_every > 0:
+            from ..inspect.recorder import Recorder
+            self.recorder = Recorder(self.model, every=config.record_every,
+                                     histogram_steps=(1, max(1, self.total // 2), self.total))
+            start_recorder_at(self.recorder, self.progress["step"] + 1)
+
+    # --- the loop --------------------------------------------------------------------------
+    def train(self):
+        config = self.config
+        if not self.quiet:
+            print(f"tinyar train: {self.ids_count:,} {config.level} tokens from {config.data!r} "
+                  f"(vocabulary {self.tokenizer.vocab_size}), {self.model.num_parameters():,} "
+                  f"parameters, {self.total} steps of {config.batch}x{config.bptt} tokens -> "
+                  f"{self.run.folder}")
+            if self.hierarchy is not None:
+                print(f"  head: {self.hierarchy}")
+            if self.progress["step"]:
+                print(f"  resuming at step {self.progress['step']}")
+        self.bar = ProgressBar(self.total, "train", unit="step", rate_unit="tok",
+                               rate_scale=config.batch * config.bptt, disable=self.quiet,
+                               initial=self.progress["step"])
+        self.started = time.perf_counter() - self.progress["seconds"]
+        try:
+            if self.progress.get("report"):
+                self.report()  # the report a resumed run's checkpoint left pending
+            while not self.finished():
+                loss, record = self.train_step()
+                self.report()
+                self.bar.update(1, loss=loss, lr=record["lr"])
+                step = self.progress["step"]
+                if step % config.checkpoint_every == 0 and self.saved_step != step:
+                    self.save()
+        except KeyboardInterrupt:
+            self.bar.close()
+            self.interrupted()
+            raise
+        self.bar.close()
+        return self.finish()
+
+    def finished(self):
+        config, step = self.config, self.progress["step"]
+        if step >= self.total:
+            return True
+        if 0 < config.max_seconds <= self.progress["seconds"]:
+            return True
+        return 0 < config.early_stop <= self.best.since
+
+    def train_step(self):
+        config, model = self.config, self.model
+        position, state = self.progress["position"], self.state
+        if position >= len(self.batcher):
+            position, state = 0, None  # a new epoch starts from a zero state
+        x, y = self.batcher.batch(position)
+        self.phase = "compute"
+        self.buffers = buffer_copies(model)
+        loss, new_state = model.loss(x, y, state)
+        if not is_finite(loss):
+            self.diverged("training loss", loss)
+        model.zero_grad()
+        model.backward()
+        grad_norm = clip_grad_norm_(model, config.clip) if config.clip > 0 else float("nan")
+        if config.clip > 0 and not is_finite(grad_norm):
+            self.diverged("gradient norm", grad_norm)
+        with self.interrupts.critical():
+            self.phase = "update"
+            self.optimizer.step()
+            if self.recorder is not None:
+                self.recorder.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            record = self._commit_step(loss, grad_norm, new_state, position + 1)
+            self.phase = "idle"
+        return loss, record
+
+    def _commit_step(self, loss, grad_norm, state, position):
+        config, progress = self.config, self.progress
+        step = progress["step"] + 1
+        seconds = time.perf_counter() - self.started
+        record = {"step": step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+                  "grad_norm": float(grad_norm), "seconds": seconds}
+        if self.model.head_kind == "multilevel":
+            record["class_loss"], record["word_loss"] = self.model.head.last_losses
+        self.history.append(record)
+        last = step == self.total or 0 < config.max_seconds <= seconds
+        due = {"eval": step % config.eval_every == 0 or last,
+               "sample": step % config.sample_every == 0 or last}
+        self.state = state
+        progress.update(step=step, tokens=progress["tokens"] + config.batch * config.bptt,
+                        position=position, seconds=seconds, rng=rng_state(),
+                        report=due if any(due.values()) else None)
+        return record
+
+    def report(self):
+        """The validation loss and the sample due after this step (if any)."""
+        due = self.progress.get("report")
+        if not due:
+            return
+        config, model, step = self.config, self.model, self.progress["step"]
+        self.phase = "report"
+        fields = {}
+        if due.get("eval"):
+            with _paused(self.recorder):
+                val = model.evaluate(self.val_ids, batch_size=min(16, config.batch),
+                                     bptt=config.bptt)
+            fields.update(val_loss=val, val_ppl=_perplexity(val), val_bits=bits_per_token(val))
+        if due.get("sample"):
+            with _paused(self.recorder):
+                fields["sample"] = sample_text(model, self.tokenizer, config.prompt,
+                                               config.sample_tokens)
+        with self.interrupts.critical():
+            self.phase = "update"
+            self.history[-1].update(fields)
+            improved = "val_loss" in fields and self.best.update(step, fields["val_loss"])
+            if improved:
+                self.best_weights = model.state_dict()
+            self.progress.update(report=None, rng=rng_state())
+            self.phase = "idle"
+        if "val_loss" in fields:
+            val = fields["val_loss"]
+            self.bar.write(f"step {step}: train loss {self.history[-1]['loss']:.3f}, validation "
+                           f"{val:.3f} nats/token (perplexity {fields['val_ppl']:.2f}, "
+                           f"{fields['val_bits']:.3f} bits/token)" + (" best" if improved else ""))
+        if "sample" in fields:
+            self.bar.write(f"--- sample at step {step} ---\n{fields['sample']}\n---")
+        if improved:
+            self.save()
+
+    # --- saving ----------------------------------------------------------------------------
+    def meta(self):
+        config = self.config
+        return {"kind": "language_model", "config": asdict(config),
+                "model": self.model.config(), "tokenizer": self.tokenizer.to_dict(),
+                "hierarchy": self.hierarchy.to_dict() if self.hierarchy is not None else None,
+                "progress": dict(self.progress), "history": self.history,
+                "best": self.best.to_dict(), "data": self.data_info,
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+
+    def log(self):
+        progress = {k: v for k, v in self.progress.items() if k != "rng"}
+        return {"config": asdict(self.config), "history": self.history, "progress": progress,
+                "best": self.best.to_dict(), "best_step": self.best.step}
+
+    def _best_meta(self):
+        meta = self.meta()
+        meta.update(progress={"step": self.best.step}, history=None, scheduler=None,
+                    which="best")
+        return meta
+
+    def _save_best(self, run):
+        """``best.npz``: the current weights when they are the best, else the kept copy."""
+        step = self.progress["step"]
+        if self.best.step == step:
+            run.save_checkpoint(BEST, self.model, self._best_meta())
+        elif self.best_weights is not None:
+            current = self.model.state_dict()
+            self.model.load_state_dict(self.best_weights)
+            try:
+                run.save_checkpoint(BEST, self.model, self._best_meta())
+            finally:
+                self.model.load_state_dict(current)
+
+    def write(self, run, with_best):
+        """The checkpoint first, then what derives from it; ``best.npz`` right after the
+        checkpoint that first records its step."""
+        extra = {"state": self.state}
+        run.save_checkpoint(LAST, self.model, self.meta(), optimizer=self.optimizer,
+                            extra=extra)
+        if with_best:
+            self._save_best(run)
+        run.write_json("vocab.json", self.tokenizer.to_dict(), indent=1)
+        if self.hierarchy is not None:
+            run.write_json("hierarchy.json", self.hierarchy.to_dict())
+        run.write_json(LOG, self.log())
+        if self.recorder is not None:
+            run.write_json("recorder.json", merge_records(self.recorder_saved,
+                                                          self.recorder.to_dict()))
+
+    def save(self, final=False):
+        """A checkpoint now (``final``: into a rescue folder if the run folder fails)."""
+        step = self.progress["step"]
+        with_best = self.best.step == step
+        with self.interrupts.critical(deliver=False):
+            if final:
+                folder = save_or_rescue(self.run, "lm",
+                                        lambda run: self.write(run, with_best or
+                                                               run is not self.run))
+            else:
+                try:
+                    self.write(self.run, with_best)
+                    folder = self.run.folder
+                except (OSError, FileError) as exc:  # keep training: the last save rescues
+                    print(f"tinyar train: warning: checkpoint at step {step} not saved "
+                          f"({exc})", file=sys.stderr)
+                    return None
+        self.saved_step = step
+        if self.interrupts.pending and not final:
+            self.interrupts.pending = False
+            raise KeyboardInterrupt
+        return folder
+
+    def interrupted(self):
+        if self.phase == "update":
+            print(f"\ninterrupted in the middle of an update: the checkpoint of step "
+                  f"{self.saved_step} in {self.run.folder} is kept; continue with: "
+                  f"tinyar train --resume {self.run.folder}")
+            return
+        if self.phase == "compute":
+            restore_buffers(self.model, self.buffers)
+        self.phase = "idle"
+        folder = self.save(final=True)
+        print(f"\ninterrupted at step {self.progress['step']}: checkpoint saved in {folder}; "
+              f"continue with: tinyar train --resume {folder}")
+
+    def diverged(self, what, value):
+        step = self.progress["step"] + 1
+        self.bar.close()
+        restore_buffers(self.model, self.buffers)
+        self.phase = "idle"
+        if weights_finite(self.model):
+            folder = self.save(final=True)
+            kept = f"the state after step {step - 1} is saved in {folder}"
+        else:
+            kept = f"the checkpoint of step {self.saved_step} in {self.run.folder} is kept"
+        raise NumericalError(f"step {step}: the {what} is {value} (training diverged); {kept}; "
+                             f"start again with a lower --lr (now {self.config.lr:g}) or a "
+                             f"--clip")
+
+    def finish(self):
+        step = self.progress["step"]
+        folder = self.run.folder if self.saved_step == step else self.save(final=True)
+        run = self.run if folder == self.run.folder else RunFolder(folder)
+        try:
+            self.write_plots(run)
+        except OSError as exc:
+            print(f"tinyar train: warning: loss_curve.png and samples.txt not written ({exc})",
+                  file=sys.stderr)
+        if not self.quiet:
+            final = self.history[-1] if self.history else {}
+            if 0 < self.config.early_stop <= self.best.since:
+                print(f"early stop: no better validation loss in {self.best.since} evaluations")
+            best = f"best validation {self.best.loss:.3f} nats/token at step {self.best.step} " \
+                   f"(best.npz)" if self.best.step is not None else "no finite validation loss"
+            print(f"done: step {step}, validation {final.get('val_loss', float('nan')):.3f} "
+                  f"nats/token, perplexity {final.get('val_ppl', float('nan')):.2f}, in "
+                  f"{self.progress['seconds']:.0f} s; {best}; saved model.npz, best.npz, "
+                  f"vocab.json, log.json, loss_curve.png in {folder}")
+        return folder
+
+    def write_plots(self, run):
+        from ..inspect.plots import plot_curves
+        history = self.history
+        if not history:
+            return
+        steps = [r["step"] for r in history]
+        curves = {"train": (steps, [r["loss"] for r in history])}
+        val = [(r["step"], r["val_loss"]) for r in history if r.get("val_loss") is not None]
+        if val:
+            curves["validation"] = tuple(zip(*val))
+        run.write_figure("loss_curve.png", figure_of(
+            plot_curves, curves, ylabel="nats / token", title="language model loss",
+            smoothing=max(1, len(steps) // 50)))
+        run.write_text("samples.txt", "".join(f"=== step {r['step']} ===\n{r['sample']}\n\n"
+                                              for r in history if "sample" in r))
 
 
 def _paused(recorder):
@@ -257,33 +690,34 @@ def _paused(recorder):
     return recorder.paused() if recorder is not None else contextlib.nullcontext()
 
 
-def _plots(run, history):
-    from ..inspect.plots import plot_curves
-    steps = [r["step"] for r in history]
-    curves = {"train": (steps, [r["loss"] for r in history])}
-    val = [(r["step"], r["val_loss"]) for r in history if "val_loss" in r]
-    if val:
-        curves["validation"] = tuple(zip(*val))
-    plot_curves(run.path("loss_curve.png"), curves, ylabel="nats / token",
-                title="language model loss", smoothing=max(1, len(steps) // 50))
-    with open(run.path("samples.txt"), "w") as f:
-        for r in history:
-            if "sample" in r:
-                f.write(f"=== step {r['step']} ===\n{r['sample']}\n\n")
+def _progress_of(meta, path):
+    progress = meta_field(meta, "progress", dict, path)
+    for key, kind in (("step", int), ("tokens", int), ("position", int),
+                      ("seconds", (int, float)), ("rng", dict)):
+        if not isinstance(progress.get(key), kind) or isinstance(progress.get(key), bool):
+            raise CheckpointError(f"{path}: its progress {key!r} is missing or of the wrong "
+                                  f"type ({type(progress.get(key)).__name__})")
+    if progress["step"] < 0 or progress["position"] < 0:
+        raise CheckpointError(f"{path}: its progress holds a negative step or position")
+    report = progress.get("report")
+    progress["report"] = report if isinstance(report, dict) else None
+    progress["seconds"] = float(progress["seconds"])
+    return progress
 
 
-def evaluate_run(folder, data=None, split_name="val", max_chars=None, batch=16, bptt=128,
-                 device="cpu"):
-    """nats/token, perplexity and bits/token of a run's model on some text."""
-    model, tokenizer, meta = load_run(folder, device)
-    config = meta["config"]
-    text = load_corpus(data or config["data"], max_chars=max_chars or config["max_chars"])
-    ids = tokenizer.encode(text, errors="replace")
-    if split_name == "val":
-        _, ids = split(ids, 0.9)
-    nats = model.evaluate(ids, batch_size=batch, bptt=bptt)
-    result = {"tokens": int(len(ids)), "nats_per_token": nats, "perplexity": perplexity(nats),
-              "bits_per_token": bits_per_token(nats)}
-    if meta["config"]["level"] == "char":
-        result["bits_per_char"] = result["bits_per_token"]
-    return result
+def _history_of(meta, run, step, path):
+    """The history up to ``step``: from the checkpoint; from log.json for the checkpoints
+    of an older tinyar, which kept it only there."""
+    history = meta.get("history")
+    if history is None:
+        try:
+            history = run.read_json(LOG)["history"]
+        except (TinyarError, OSError, KeyError, TypeError):
+            history = []
+        history = [r for r in history if isinstance(r, dict) and r.get("step", 0) <= step]
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise CheckpointError(f"{path}: its history is not a list of records")
+    if history and history[-1].get("step") != step:
+        raise CheckpointError(f"{path}: its history ends at step {history[-1].get('step')}, "
+                              f"its progress at step {step}")
+    return history

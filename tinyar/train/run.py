@@ -1,0 +1,483 @@
+"""The run folder that ``tinyar train`` and ``tinyar classify`` share, and what makes a run
+safe to interrupt, resume and share.
+
+A run folder holds one training run::
+
+    .lock            the writer's lock (an flock; the kernel drops it when the process ends)
+    model.npz        the last checkpoint: ONE consistent snapshot of weights, optimizer,
+                     learning-rate schedule, random-generator state, data position, the
+                     carried recurrent state and the history that goes with them
+    best.npz         the model with the best validation loss so far (no optimizer state)
+    log.json         the history, written from the checkpoint after each checkpoint
+    ...              figures and text derived from the history (loss_curve.png, ...)
+
+Rules the training loops follow (and this module implements):
+
+* every file is written through ``tinyar.fileio`` (a fresh temporary name, then a
+  rename: a symlink planted at a name is replaced, never written through), and every
+  file of the folder is read with ``follow_symlinks=False``;
+* the folder is locked (``fileio.RunLock``) before anything is written, and temporary
+  files an earlier crash left behind are removed under the lock;
+* the checkpoint is the source of truth: it is written first, the derived files after
+  it, and a reader that finds ``log.json`` out of step with it rewrites it;
+* a Ctrl-C that arrives while a step updates the weights is held until the update is
+  complete (``Interrupts``), so a checkpoint never holds half an update;
+* a save that fails at the end (a full disk, a removed folder) goes to a fresh folder
+  under the system's temporary directory (or the current one), and says where.
+"""
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from .. import checkpoint, fileio
+from ..errors import CheckpointError, ConfigError, FileError
+
+LAST, BEST = "model.npz", "best.npz"
+LOG = "log.json"
+PROBE = ".write-probe"
+WHICH = {"last": LAST, "best": BEST}
+
+
+def note(message):
+    """A one-line note for the user, on stderr (so that stdout stays the result)."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+# --- the folder -------------------------------------------------------------------------------
+class RunFolder:
+    """A run folder: its paths, its lock, safe reads and writes.
+
+        run = RunFolder("runs/lm-1")
+        run.open_for_writing()          # create, lock, clean, check it can be written
+        run.write_json("log.json", log)
+        run.close()
+    """
+
+    def __init__(self, folder):
+        self.folder = os.fspath(folder)
+        self.lock = None
+        self._created = []  # the folders this run created (removed again if it fails early)
+
+    def __repr__(self):
+        return f"RunFolder({self.folder!r})"
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    def has(self, name):
+        """Whether anything (a file, a link, a folder) is at ``name``."""
+        return os.path.lexists(self.path(name))
+
+    # --- opening and closing ---------------------------------------------------------------
+    def open_for_writing(self, fresh):
+        """Create the folder if needed, lock it, remove leftover temporary files and try a
+        write, so that a folder that cannot hold the run fails now, not after training.
+
+        ``fresh``: a new run, which must not replace a run already in the folder.
+        Returns the names of the leftovers removed.
+        """
+        if os.path.lexists(self.folder) and not os.path.isdir(self.folder):
+            raise ConfigError(f"--out: expected a folder for the run, got {self.folder!r}, "
+                              f"which is a file")
+        self._make_folders()
+        self.lock = fileio.RunLock(self.folder).acquire()
+        try:
+            if fresh and self.has(LAST):
+                raise ConfigError(f"--out: {self.folder!r} already holds a training run "
+                                  f"({LAST}); continue it with --resume {self.folder}, or choose "
+                                  f"another --out")
+            removed = fileio.remove_leftovers(self.folder)
+            fileio.write_text(self.path(PROBE), "tinyar checks that it can write here\n")
+            os.unlink(self.path(PROBE))
+        except BaseException:
+            self.close(abandon=True)
+            raise
+        return removed
+
+    def _make_folders(self):
+        missing, folder = [], os.path.abspath(self.folder)
+        while not os.path.lexists(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as exc:
+            raise FileError(f"--out: cannot create the run folder {self.folder!r}: "
+                            f"{exc.strerror or exc}") from None
+        self._created = missing
+
+    def close(self, abandon=False):
+        """Release the lock. ``abandon``: the run failed before writing anything, so the
+        folders it created (holding nothing but the lock file) are removed again."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        if abandon:
+            for folder in self._created:  # deepest first
+                with contextlib.suppress(OSError):
+                    if os.listdir(folder) in ([], [fileio.LOCK_NAME]):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(os.path.join(folder, fileio.LOCK_NAME))
+                        os.rmdir(folder)
+        self._created = []
+
+    # --- writing ---------------------------------------------------------------------------
+    def write_json(self, name, obj, indent=None):
+        return fileio.write_json(self.path(name), obj, indent)
+
+    def write_text(self, name, text):
+        return fileio.write_text(self.path(name), text)
+
+    def write_figure(self, name, figure):
+        """A matplotlib ``Figure`` as PNG, through a temporary file and a rename."""
+        with fileio.atomic_write(self.path(name), "wb") as f:
+            figure.savefig(f, format="png")
+        return self.path(name)
+
+    def save_checkpoint(self, name, model, meta, optimizer=None, extra=None):
+        return checkpoint.save(model, self.path(name), meta=meta, optimizer=optimizer,
+                               extra=extra)
+
+    # --- reading ---------------------------------------------------------------------------
+    def read_json(self, name, max_bytes=fileio.MAX_JSON_BYTES):
+        return fileio.read_json(self.path(name), max_bytes, follow_symlinks=False,
+                                what=name)
+
+    def read_meta(self, name=LAST):
+        return checkpoint.read_meta(self.path(name), follow_symlinks=False)
+
+    def load_meta(self, which="last"):
+        """The ``meta`` saved in the checkpoint ``which`` ("last" or "best")."""
+        return self.read_meta(self.checkpoint_name(which))
+
+    def read_extra(self, name=LAST):
+        return checkpoint.read_extra(self.path(name), follow_symlinks=False)
+
+    def checkpoint_name(self, which="best", quiet=False):
+        """``best.npz`` or ``model.npz``; an older run folder without ``best.npz`` falls
+        back to ``model.npz`` with a note."""
+        if which not in WHICH:
+            raise ConfigError(f"which: expected 'best' or 'last', got {which!r}")
+        if not os.path.isdir(self.folder):
+            raise CheckpointError(f"{self.folder!r} is not a tinyar run folder: there is no "
+                                  f"such folder")
+        if not self.has(LAST) and not self.has(BEST):
+            raise CheckpointError(f"{self.folder!r} is not a tinyar run folder: it has no "
+                                  f"{LAST}")
+        if which == "best" and not self.has(BEST):
+            if not quiet:
+                note(f"{self.folder} has no {BEST} (a run from an older tinyar, or one that "
+                     f"never evaluated): using {LAST}, the last checkpoint")
+            return LAST
+        if which == "last" and not self.has(LAST):
+            raise CheckpointError(f"{self.folder!r} has no {LAST}")
+        return WHICH[which]
+
+
+def default_folder(prefix):
+    """``runs/PREFIX-DATE-TIME``, with a counter when that name is taken."""
+    base = os.path.join("runs", time.strftime(f"{prefix}-%Y%m%d-%H%M%S"))
+    folder, n = base, 1
+    while os.path.lexists(folder):
+        n += 1
+        folder = f"{base}-{n}"
+    return folder
+
+
+def rescue_folder(prefix):
+    """A fresh folder for a run that could not be saved where it belonged: under the
+    system's temporary directory, or else the current directory."""
+    for parent in (None, os.getcwd()):
+        with contextlib.suppress(OSError):
+            return tempfile.mkdtemp(prefix=f"tinyar-{prefix}-rescued-", dir=parent)
+    raise FileError("cannot create a folder to rescue the run in, neither under the "
+                    "temporary directory nor in the current directory")
+
+
+def save_or_rescue(run, prefix, write):
+    """``write(folder)`` into ``run``; when that fails with a file error (a full disk, a
+    removed or read-only folder), into a fresh rescue folder, saying where on stderr.
+    Returns the folder the files are in."""
+    try:
+        write(run)
+        return run.folder
+    except (FileError, OSError) as exc:
+        first = exc
+    rescue = RunFolder(rescue_folder(prefix))
+    try:
+        write(rescue)
+    except (FileError, OSError) as exc:
+        raise FileError(f"could not save the run in {run.folder!r} ({first}) nor in "
+                        f"{rescue.folder!r} ({exc})") from None
+    print(f"tinyar: error: could not save the run in {run.folder!r} ({first}); saved it in "
+          f"{rescue.folder!r} instead", file=sys.stderr)
+    return rescue.folder
+
+
+# --- options on resume ------------------------------------------------------------------------
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def apply_overrides(config, overrides, allowed):
+    """Set the options a user gave with ``--resume`` on the run's saved ``config``.
+
+    An option in ``allowed`` is applied; any other one that differs from the saved value
+    is refused with a ``ConfigError`` naming every such option (a resumed run keeps its
+    model, data and optimizer settings, which the checkpoint was made with).
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if k != "resume" and v is not None}
+    refused = [k for k, v in overrides.items()
+               if k not in allowed and (not hasattr(config, k) or getattr(config, k) != v)]
+    if refused:
+        saved = ", ".join(f"{flag(k)} {getattr(config, k)!r}" for k in refused
+                          if hasattr(config, k))
+        raise ConfigError(f"--resume: {', '.join(flag(k) for k in refused)} cannot change when "
+                          f"a run is resumed (the run was made with {saved or 'other options'}); "
+                          f"allowed: {', '.join(flag(k) for k in sorted(allowed))}")
+    for key, value in overrides.items():
+        if key in allowed:
+            setattr(config, key, value)
+    return config
+
+
+def config_from_meta(cls, meta, path):
+    """The saved settings of a run as a ``cls`` dataclass, with clear errors."""
+    saved = meta_field(meta, "config", dict, path)
+    names = {f for f in cls.__dataclass_fields__}
+    unknown = sorted(set(saved) - names)
+    if unknown:
+        raise CheckpointError(f"{path}: its config has unknown settings {unknown} (a run of "
+                              f"another tinyar version or another kind of model?)")
+    try:
+        return cls(**saved)
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: its config cannot be used ({exc})") from None
+
+
+def validate(config):
+    """``config.validate()`` when the config class has it (the option checks)."""
+    check = getattr(config, "validate", None)
+    if check is not None:
+        check()
+
+
+def meta_field(meta, key, kind, path):
+    """``meta[key]``, checked to be of type ``kind``: a malformed checkpoint gives one line."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: its metadata is a {type(meta).__name__}, not a dict "
+                              f"(not a checkpoint of tinyar train or classify)")
+    if key not in meta:
+        raise CheckpointError(f"{path}: its metadata has no {key!r} (not a checkpoint of "
+                              f"tinyar train or classify, or a damaged one)")
+    value = meta[key]
+    if not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise CheckpointError(f"{path}: its metadata {key!r} is a {type(value).__name__}, "
+                              f"expected a {names}")
+    return value
+
+
+def check_kind(meta, expected, path):
+    """Refuse a checkpoint of the other kind of run (a classifier given to ``sample``)."""
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    if kind is None and isinstance(meta, dict) and "tokenizer" in meta:
+        kind = "language_model"  # older language-model runs have no "kind"
+    if kind != expected:
+        what = {"language_model": "a language-model run of tinyar train",
+                "classifier": "a classifier run of tinyar classify"}
+        raise CheckpointError(f"{path} is {what.get(kind, 'not a run of tinyar train or classify')}"
+                              f"; expected {what[expected]}")
+
+
+# --- Ctrl-C between steps ---------------------------------------------------------------------
+class Interrupts:
+    """Hold Ctrl-C (SIGINT) while a step updates the weights, and deliver it right after.
+
+        with Interrupts() as interrupts:
+            ...                                 # Ctrl-C here raises KeyboardInterrupt at once
+            with interrupts.critical():
+                optimizer.step(); scheduler.step(); ...   # Ctrl-C here waits for the end
+
+    Without this, a Ctrl-C could land between two parameter updates, and the saved
+    checkpoint would hold weights of one step with optimizer moments of the next.
+    Works only in the main thread (Python delivers signals there); elsewhere it does
+    nothing.
+    """
+
+    def __init__(self):
+        self.depth, self.pending, self._previous = 0, False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.depth:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def critical(self, deliver=True):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if deliver and self.depth == 0 and self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+# --- pieces of a snapshot ---------------------------------------------------------------------
+def rng_state():
+    from ..random import generator
+    return generator().bit_generator.state
+
+
+def set_rng_state(state, path):
+    from ..random import generator
+    try:
+        generator().bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: its random-generator state cannot be restored "
+                              f"({exc})") from None
+
+
+def buffer_copies(model):
+    """Host copies of the model's buffers (BatchNorm statistics), which a forward changes:
+    restored when a step is abandoned half-way, so the checkpoint keeps the step's start."""
+    from ..device import to_host
+    return {name: np.array(to_host(getattr(module, attr)))
+            for name, module, attr in model.named_buffers()}
+
+
+def restore_buffers(model, copies):
+    if copies:
+        model.load_state_dict(copies, strict=False)
+
+
+def weights_finite(model):
+    from ..device import to_host
+    return bool(np.isfinite(to_host(model.flat_parameters().data)).all())
+
+
+def is_finite(value):
+    return value is not None and bool(np.isfinite(value))
+
+
+class Best:
+    """The best validation loss so far, its step, and how many evaluations since.
+
+    ``update(step, loss)`` -> True when ``loss`` is a new best. Non-finite losses never
+    are. The state is plain numbers, saved in the checkpoint's meta.
+    """
+
+    def __init__(self, state=None):
+        state = state if isinstance(state, dict) else {}
+        self.step, self.loss = state.get("step"), state.get("val_loss")
+        self.since = int(state.get("evals_since", 0) or 0)
+        if not isinstance(self.loss, (int, float)) or not np.isfinite(self.loss):
+            self.step, self.loss = None, None
+
+    def update(self, step, loss):
+        if is_finite(loss) and (self.loss is None or loss < self.loss):
+            self.step, self.loss, self.since = int(step), float(loss), 0
+            return True
+        self.since += 1
+        return False
+
+    def to_dict(self):
+        return {"step": self.step, "val_loss": self.loss, "evals_since": self.since}
+
+
+def sync_log(run, log, step):
+    """Rewrite ``log.json`` from the checkpoint when it is missing, unreadable or holds
+    another step than the checkpoint (a crash between the two writes)."""
+    try:
+        saved = run.read_json(LOG)
+        saved_step = saved["progress"]["step"] if isinstance(saved, dict) else None
+    except (FileError, KeyError, TypeError):
+        saved_step = "unreadable"
+    if saved_step != step:
+        where = "missing or unreadable" if saved_step == "unreadable" else f"at step {saved_step}"
+        note(f"{run.path(LOG)} was {where}, the checkpoint at step {step}: rewritten from the "
+             f"checkpoint")
+        run.write_json(LOG, log)
+
+
+def figure_of(draw, *args, **kwargs):
+    """The matplotlib Figure that a ``plot_*(path, ...)`` function returns for path=None."""
+    return draw(None, *args, **kwargs)
+
+
+# --- the recorder of gradient statistics, continued over a resume ------------------------------
+def recorder_prefix(run, upto_step):
+    """What ``recorder.json`` holds for steps <= ``upto_step`` (the checkpoint's), so that a
+    resumed run's recorder continues it; None when there is nothing usable."""
+    if not run.has("recorder.json"):
+        return None
+    try:
+        saved = run.read_json("recorder.json")
+        keep = [i for i, s in enumerate(saved["steps"]) if int(s) <= upto_step]
+        cut = lambda series: [series[i] for i in keep]  # noqa: E731
+        return {"steps": cut(saved["steps"]),
+                "parameters": {name: {k: cut(v) for k, v in s.items()}
+                               for name, s in saved["parameters"].items()},
+                "activations": {name: {k: (cut(v) if isinstance(v, list) else v)
+                                       for k, v in s.items()}
+                                for name, s in saved["activations"].items()},
+                "histograms": [h for h in saved["histograms"] if int(h["step"]) <= upto_step]}
+    except (FileError, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        note(f"{run.path('recorder.json')} cannot be continued ({exc}); the recorder starts "
+             f"afresh at step {upto_step + 1}")
+        return None
+
+
+def merge_records(prefix, current):
+    """``prefix`` (steps before the resume) followed by ``current`` (the recorder's dict)."""
+    if prefix is None:
+        return current
+    merged = dict(current)
+    merged["steps"] = prefix["steps"] + current["steps"]
+    n_old = len(prefix["steps"])
+
+    def join(old, new, n_new):
+        out = {}
+        for key in set(old) | set(new):
+            a, b = old.get(key), new.get(key)
+            if isinstance(a, list) or isinstance(b, list):
+                a = a if isinstance(a, list) else [None] * n_old
+                b = b if isinstance(b, list) else [None] * n_new
+                out[key] = a + b
+            else:
+                out[key] = b if b is not None else a
+        return out
+
+    n_new = len(current["steps"])
+    merged["parameters"] = {name: join(prefix["parameters"].get(name, {}), s, n_new)
+                            for name, s in current["parameters"].items()}
+    merged["activations"] = {name: join(prefix["activations"].get(name, {}), s, n_new)
+                             for name, s in current["activations"].items()}
+    merged["histograms"] = prefix["histograms"] + current["histograms"]
+    return merged
+
+
+def start_recorder_at(recorder, step):
+    """A new ``Recorder`` counts steps from 1; a resumed run's continues at ``step``."""
+    if hasattr(recorder, "_step") and hasattr(recorder, "_snapshot"):
+        recorder._step = int(step)
+        recorder._snapshot()
