@@ -1,171 +1,204 @@
-"""The ``tinyar`` command line."""
+"""The ``tinyar`` command line.
+
+    tinyar demo | train | sample | eval | classify | gradcheck | inspect   (--help on each)
+
+The options of ``train`` and ``classify`` are the fields of ``LMConfig`` and
+``ClassifyConfig`` (``tinyar/train/config.py``), where each is declared once with its
+type, range and help; those of ``sample``, ``eval``, ``demo`` and ``gradcheck`` come from
+their option classes there too. Every value is checked before any work starts.
+
+Errors: tinyar's own (``TinyarError``), a ``ValueError`` or an ``OSError`` (a file that
+cannot be read or written) end the command with one line, ``tinyar CMD: error: MESSAGE``,
+and exit status 2; Ctrl-C ends it with status 130. Any other exception is a bug in tinyar
+and keeps its traceback, so that it can be reported.
+"""
 import argparse
+import os
 import sys
 
-from .errors import TinyarError
+from .errors import ConfigError, TinyarError
+from .train.config import (EVAL, LAST, RESUME, RUN, ClassifyConfig, DemoOptions, EvalOptions,
+                           LMConfig, SampleOptions, add_argument, add_arguments, flag_of,
+                           given_options, read_argument)
+
+#: Longest error line printed (a message quoting a huge value is cut).
+MAX_MESSAGE = 2000
 
 
+class UsageError(ConfigError):
+    """A command line argparse cannot read (an unknown option, a missing value)."""
+
+    def __init__(self, prog, message):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line (no usage block) and no abbreviated options
+    (``--eval`` must not silently mean ``--eval-every``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        if message.startswith("argument "):  # "argument --steps: expected one argument"
+            message = message[len("argument "):]
+        raise UsageError(self.prog, f"{message} (see {self.prog} --help)")
+
+
+def _options(args, cls):
+    """The checked options of ``cls`` for this command: defaults, then what was given."""
+    given = given_options(args, cls)
+    return cls(**given).validate(given)
+
+
+def _which(last):
+    """Keyword for the load functions: only when --last asks for something other than the
+    default (the best checkpoint)."""
+    return {"which": "last"} if last else {}
+
+
+def _check_backend():
+    """Load the CPU backend now, so that a wrong TINYAR_BLAS is reported before any work."""
+    from .backend import get_backend
+    get_backend("cpu")
+
+
+# --- the commands -------------------------------------------------------------------------------
 def _demo(args):
     from .demo import run_demo
-    run_demo(out=args.out, steps=args.steps, hidden=args.hidden, lr=args.lr, seed=args.seed)
+    o = _options(args, DemoOptions)
+    _check_backend()
+    run_demo(out=o.out, steps=o.steps, hidden=o.hidden, lr=o.lr, seed=o.seed)
 
 
 def _train(args):
-    from dataclasses import fields
-    from .train.lm import LMConfig, train_lm
-    given = {f.name: getattr(args, f.name) for f in fields(LMConfig)
-             if getattr(args, f.name, None) is not None}
-    if args.resume:
-        train_lm(LMConfig(), resume=args.resume, steps=args.steps)
-    else:
-        train_lm(LMConfig(**given))
+    from .train import lm
+    given = given_options(args, LMConfig)
+    resume = read_argument(args, "resume", RESUME)
+    if resume is not None:
+        _check_backend()
+        lm.train_lm(LMConfig(), resume=resume, overrides=given)
+        return
+    config = LMConfig(**given).validate(given)
+    _check_backend()
+    lm.train_lm(config)
 
 
 def _sample(args):
-    from .train.lm import load_run, sample_text
     from .random import manual_seed
-    manual_seed(args.seed)
-    model, tokenizer, _ = load_run(args.run, device=args.device)
-    print(sample_text(model, tokenizer, args.prompt, args.tokens, temperature=args.temperature,
-                      top_k=args.top_k))
+    from .train import lm
+    run = read_argument(args, "run", RUN)
+    o = _options(args, SampleOptions)
+    _check_backend()
+    manual_seed(o.seed)
+    model, tokenizer, _ = lm.load_run(run, device=o.device, **_which(o.last))
+    print(lm.sample_text(model, tokenizer, o.prompt, o.tokens, temperature=o.temperature,
+                         top_k=o.top_k))
 
 
 def _eval(args):
-    from .train.lm import evaluate_run
-    result = evaluate_run(args.run, data=args.data, split_name=args.split, device=args.device)
+    from .train import lm
+    run = read_argument(args, "run", RUN)
+    o = _options(args, EvalOptions)
+    _check_backend()
+    result = lm.evaluate_run(run, data=o.data, split_name=o.split, device=o.device,
+                             **_which(o.last))
     for key, value in result.items():
         print(f"{key:>15}: {value:,.4f}" if isinstance(value, float) else f"{key:>15}: {value:,}")
 
 
-def _add_train(sub):
-    from .train.lm import LMConfig
-    d = LMConfig()
-    p = sub.add_parser("train", help="train an autoregressive language model",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Train an LSTM/GRU/RNN language model (multi-level softmax head "
-                                   "by default) on the embedded corpus (the Python standard "
-                                   "library's source), Tiny Shakespeare or any text file/folder.")
-    p.add_argument("--data", help="stdlib | shakespeare | PATH (file or folder)", default=None)
-    p.add_argument("--max-chars", dest="max_chars", type=int, help=f"corpus size cap ({d.max_chars:,})")
-    p.add_argument("--level", choices=["char", "word"])
-    p.add_argument("--vocab", type=int, help=f"word level: vocabulary size ({d.vocab})")
-    p.add_argument("--backbone", choices=["rnn", "conv"],
-                   help="recurrent layers, or causal dilated convolutions (WaveNet-like; use "
-                        "--layers 6..8 for a useful receptive field)")
-    p.add_argument("--cell", choices=["lstm", "gru", "rnn"])
-    p.add_argument("--embed", type=int, help=f"embedding size ({d.embed})")
-    p.add_argument("--hidden", type=int, help=f"hidden size ({d.hidden})")
-    p.add_argument("--layers", type=int, help=f"recurrent layers ({d.layers})")
-    p.add_argument("--dropout", type=float, help=f"dropout ({d.dropout})")
-    p.add_argument("--head", choices=["multilevel", "flat"])
-    p.add_argument("--classes", type=int, help="classes of the multi-level head (sqrt(V))")
-    p.add_argument("--tie", action="store_const", const=True, help="tie flat-head and embedding")
-    p.add_argument("--steps", type=int, help=f"training steps ({d.steps})")
-    p.add_argument("--epochs", type=float, help="epochs (overrides --steps)")
-    p.add_argument("--max-seconds", dest="max_seconds", type=float,
-                   help="stop after this much training time")
-    p.add_argument("--batch", type=int, help=f"batch size ({d.batch})")
-    p.add_argument("--bptt", type=int, help=f"truncated-BPTT length ({d.bptt})")
-    p.add_argument("--lr", type=float, help=f"learning rate ({d.lr})")
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop", "adagrad"])
-    p.add_argument("--weight-decay", dest="weight_decay", type=float)
-    p.add_argument("--clip", type=float, help=f"gradient-norm clip, 0 for none ({d.clip})")
-    p.add_argument("--warmup", type=int, help=f"warm-up steps ({d.warmup})")
-    p.add_argument("--schedule", choices=["cosine", "constant"])
-    p.add_argument("--eval-every", dest="eval_every", type=int)
-    p.add_argument("--sample-every", dest="sample_every", type=int)
-    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
-    p.add_argument("--prompt", help="prompt for the samples shown during training")
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="run folder (default runs/lm-DATE-TIME)")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
-    p.set_defaults(func=_train)
-
-    s = sub.add_parser("sample", help="generate text from a trained run",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("run", help="run folder of tinyar train")
-    s.add_argument("--prompt", default="")
-    s.add_argument("--tokens", type=int, default=300)
-    s.add_argument("--temperature", type=float, default=0.8)
-    s.add_argument("--top-k", dest="top_k", type=int, default=None)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    s.set_defaults(func=_sample)
-
-    e = sub.add_parser("eval", help="nats/token, perplexity and bits/char of a trained run",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    e.add_argument("run", help="run folder of tinyar train")
-    e.add_argument("--data", default=None, help="stdlib | shakespeare | PATH (default: the run's)")
-    e.add_argument("--split", choices=["val", "all"], default="val")
-    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    e.set_defaults(func=_eval)
+#: What ``classify --eval RUN`` uses besides the run: the rest belongs to training.
+EVAL_SETTINGS = ("data", "decode", "device", "test_size")
 
 
 def _classify(args):
-    from dataclasses import fields
-    from .train.classify import ClassifyConfig, evaluate_run, train_classifier
-    if args.eval:
-        evaluate_run(args.eval, data=args.data, decode=args.decode, device=args.device or "cpu")
+    from .train import classify
+    given = given_options(args, ClassifyConfig)
+    run = read_argument(args, "eval", EVAL)
+    resume = read_argument(args, "resume", RESUME)
+    last = read_argument(args, "last", LAST)
+    if run is not None:
+        if resume is not None:
+            raise ConfigError(f"--resume: trains; --eval evaluates; give one of them, got "
+                              f"--resume {resume!r} and --eval {run!r}")
+        _evaluate_classifier(classify, run, given, last)
         return
-    given = {f.name: getattr(args, f.name) for f in fields(ClassifyConfig)
-             if getattr(args, f.name, None) is not None}
-    train_classifier(ClassifyConfig(**given))
+    if last:
+        raise ConfigError("--last: needs --eval RUN (it picks the checkpoint to evaluate)")
+    if resume is not None:
+        _check_backend()
+        classify.train_classifier(ClassifyConfig(), resume=resume, overrides=given)
+        return
+    config = ClassifyConfig(**given).validate(given)
+    _check_backend()
+    classify.train_classifier(config)
+
+
+def _evaluate_classifier(classify, run, given, last):
+    unused = [name for name in given if name not in EVAL_SETTINGS]
+    if unused:
+        flags = ", ".join(flag_of(n) for n in EVAL_SETTINGS)
+        raise ConfigError(f"{flag_of(unused[0])}: not used with --eval (which takes {flags} "
+                          f"and --last), got {flag_of(unused[0])}")
+    _check_backend()
+    classify.evaluate_run(run, data=given.get("data"), decode=given.get("decode"),
+                          device=given.get("device", "cpu"), test_size=given.get("test_size"),
+                          **_which(last))
+
+
+# --- the parser ---------------------------------------------------------------------------------
+def _add_train(sub):
+    p = sub.add_parser("train", help="train an autoregressive language model",
+                       description="Train an LSTM/GRU/RNN language model (multi-level softmax "
+                                   "head by default) on the embedded corpus (the Python "
+                                   "standard library's source), Tiny Shakespeare or any text "
+                                   "file/folder.")
+    add_arguments(p, LMConfig)
+    add_argument(p, "resume", RESUME)
+    p.set_defaults(func=_train)
+
+    s = sub.add_parser("sample", help="generate text from a trained run",
+                       description="Generate text from the language model of a run folder.")
+    add_argument(s, "run", RUN)
+    add_arguments(s, SampleOptions)
+    s.set_defaults(func=_sample)
+
+    e = sub.add_parser("eval", help="nats/token, perplexity and bits/char of a trained run",
+                       description="Evaluate the language model of a run folder on a text.")
+    add_argument(e, "run", RUN)
+    add_arguments(e, EvalOptions)
+    e.set_defaults(func=_eval)
 
 
 def _add_classify(sub):
-    from .train.classify import ClassifyConfig
-    d = ClassifyConfig()
     p = sub.add_parser("classify", help="train and evaluate a (multi-level) image classifier",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Train a CNN or a row-by-row RNN classifier with a flat or "
                                    "multi-level head (P(coarse) P(fine | coarse)); writes the "
-                                   "checkpoint, metrics.json and confusion matrices to a run folder.")
-    p.add_argument("--data", help=f"glyphs | mnist | fashion-mnist | cifar10 | cifar100 | FILE.npz "
-                                   f"({d.data})")
-    p.add_argument("--hierarchy", help="JSON {coarse: [fine labels]} for data given as a file")
-    p.add_argument("--train-size", dest="train_size", type=int, help=f"glyphs to render ({d.train_size})")
-    p.add_argument("--test-size", dest="test_size", type=int, help=f"glyph test set ({d.test_size})")
-    p.add_argument("--label-fraction", dest="label_fraction", type=float,
-                   help="use only this fraction of the training labels (1.0)")
-    p.add_argument("--model", choices=["cnn", "rnn"])
-    p.add_argument("--arch", choices=["lenet", "vgg"], help=f"CNN architecture ({d.arch})")
-    p.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="row-RNN cell (lstm)")
-    p.add_argument("--hidden", type=int, help=f"row-RNN hidden size ({d.hidden})")
-    p.add_argument("--head", choices=["multilevel", "flat"])
-    p.add_argument("--decode", choices=["joint", "greedy"])
-    p.add_argument("--level-weights", dest="level_weights", type=float, nargs=2,
-                   metavar=("COARSE", "FINE"), help="loss weight of each level (1 1)")
-    p.add_argument("--weight-schedule", dest="weight_schedule",
-                   help="per-epoch level weights, e.g. '0:0.9,0.1;2:0.5,0.5;4:0.1,0.9'")
-    p.add_argument("--epochs", type=int, help=f"({d.epochs})")
-    p.add_argument("--batch", type=int, help=f"({d.batch})")
-    p.add_argument("--lr", type=float, help=f"({d.lr})")
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
-    p.add_argument("--clip", type=float)
-    p.add_argument("--augment", action="store_const", const=True, help="random shifts/rotations")
-    p.add_argument("--pretrain-steps", dest="pretrain_steps", type=int,
-                   help="autoregressive pre-training steps of the row RNN (--model rnn)")
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="run folder (default runs/classify-DATE-TIME)")
-    p.add_argument("--eval", metavar="RUN", help="evaluate a trained run on --data's test split")
+                                   "checkpoint, metrics.json and confusion matrices to a run "
+                                   "folder. With --eval RUN, evaluate a trained run instead.")
+    add_arguments(p, ClassifyConfig)
+    add_argument(p, "resume", RESUME)
+    add_argument(p, "eval", EVAL)
+    add_argument(p, "last", LAST, False)
     p.set_defaults(func=_classify)
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="tinyar", description=__doc__)
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command")
-
+def _add_demo(sub):
     demo = sub.add_parser("demo", help="train a small MLP on a spiral; save plots",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    demo.add_argument("--out", default="runs/demo", help="folder for the checkpoint and plots")
-    demo.add_argument("--steps", type=int, default=1500)
-    demo.add_argument("--hidden", type=int, default=64)
-    demo.add_argument("--lr", type=float, default=0.01)
-    demo.add_argument("--seed", type=int, default=0)
+                          description="Train a small MLP on a 2-D spiral and save its "
+                                      "checkpoint, loss curve and decision boundary.")
+    add_arguments(demo, DemoOptions)
     demo.set_defaults(func=_demo)
+
+
+def build_parser():
+    parser = Parser(prog="tinyar", description="tinyar's command line: train, sample, evaluate "
+                                                "and inspect models (COMMAND --help for each)")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(sub)
     _add_train(sub)
     _add_classify(sub)
     from .inspect.commands import add_commands
@@ -173,9 +206,39 @@ def build_parser():
     return parser
 
 
+# --- running ------------------------------------------------------------------------------------
+def one_line(exc):
+    """An exception as one line: its message (or its type), the file an OSError names, no
+    line breaks, at most ``MAX_MESSAGE`` characters."""
+    if isinstance(exc, OSError) and not isinstance(exc, TinyarError) and exc.strerror:
+        names = [repr(n) for n in (exc.filename, exc.filename2) if n is not None]
+        text = f"{' -> '.join(names)}: {exc.strerror}" if names else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + " ..."
+
+
+def _error(command, message):
+    print(f"tinyar {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None):
+    """Run one command; returns its exit status (0 done, 1 a failed check, 2 an error,
+    130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # named by the command they were given to, not by "tinyar"
+            prog = f"tinyar {args.command}" if getattr(args, "command", None) else "tinyar"
+            raise UsageError(prog, f"unrecognized arguments: {' '.join(unknown)} (see {prog} "
+                                   f"--help)")
+    except UsageError as exc:
+        print(f"{exc.prog}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
     if args.version:
         from . import __version__
         print(f"tinyar {__version__}")
@@ -183,15 +246,31 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
+    command = args.command
     try:
         code = args.func(args)
-    except (TinyarError, ValueError, FileNotFoundError) as exc:
-        print(f"tinyar {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except SystemExit as exc:  # a command's own verdict (gradcheck: 1 when a check fails)
+        return exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:
-        print(f"\ntinyar {args.command}: interrupted", file=sys.stderr)
+        print(f"\ntinyar {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tinyar sample RUN | head`: the reader left; nothing to say
+        _silence_stdout()
+        return 1
+    except MemoryError:
+        return _error(command, "out of memory (try smaller sizes, batches or data)")
+    except (TinyarError, ValueError, OSError) as exc:
+        return _error(command, one_line(exc))
     return code or 0
+
+
+def _silence_stdout():
+    """After a broken pipe, later writes to stdout (Python's own flush at exit) go nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -3,14 +3,14 @@
 Read top to bottom, this is a whole training loop with no magic:
 forward, loss, backward, optimizer step; then a plot of what was learned.
 """
-import json
 import os
 import time
 
 import numpy as np
 
-from . import nn, save
+from . import fileio, nn, save
 from .data.spiral import make_spiral
+from .errors import ConfigError
 from .inspect.plots import plot_curves, plot_decision_boundary
 from .nn.loss import CrossEntropyLoss
 from .optim import Adam
@@ -23,10 +23,26 @@ def build_mlp(hidden=64, num_classes=3):
                          nn.Linear(hidden, num_classes))
 
 
+def _check_count(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
+            not low <= value <= high:
+        raise ConfigError(f"run_demo: {name}: expected an integer in [{low}, {high}], "
+                          f"got {value!r}")
+
+
 def run_demo(out="runs/demo", steps=1500, hidden=64, lr=0.01, seed=0, num_classes=3,
              points_per_class=200, quiet=False):
     """Train, report, save ``model.npz``, ``loss_curve.png``, ``decision_boundary.png``
-    and ``log.json`` into ``out``; returns the log (a dict)."""
+    and ``log.json`` into ``out``; returns the log (a dict). The options are checked
+    before anything runs (``ConfigError``); every file is written atomically."""
+    from .train.config import DemoOptions
+    options = DemoOptions(out=out, steps=steps, hidden=hidden, lr=lr, seed=seed).validate()
+    out, steps, hidden, lr, seed = (options.out, options.steps, options.hidden, options.lr,
+                                    options.seed)
+    _check_count("num_classes", num_classes, 2, 100)
+    _check_count("points_per_class", points_per_class, 1, 10**6)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(f"--out: expected a folder, got the file {out!r}")
     manual_seed(seed)
     X, y = make_spiral(points_per_class, num_classes, seed=seed)
     model = build_mlp(hidden, num_classes)
@@ -48,7 +64,6 @@ def run_demo(out="runs/demo", steps=1500, hidden=64, lr=0.01, seed=0, num_classe
 
     model.eval()
     accuracy = float((model(X).argmax(axis=1) == y).mean())
-    os.makedirs(out, exist_ok=True)
     log = {"steps": steps, "hidden": hidden, "lr": lr, "seed": seed, "final_loss": losses[-1],
            "accuracy": accuracy, "train_seconds": seconds,
            "files": {"checkpoint": os.path.join(out, "model.npz"),
@@ -61,8 +76,7 @@ def run_demo(out="runs/demo", steps=1500, hidden=64, lr=0.01, seed=0, num_classe
     plot_decision_boundary(log["files"]["decision_boundary"],
                            lambda points: model(points).argmax(axis=1), X, y,
                            title=f"decision boundary (accuracy {accuracy:.1%})")
-    with open(os.path.join(out, "log.json"), "w") as f:
-        json.dump(log, f, indent=2)
+    fileio.write_json(os.path.join(out, "log.json"), log, indent=2)
     if not quiet:
         print(f"final loss {losses[-1]:.4f}, training accuracy {accuracy:.1%} "
               f"({steps} steps in {seconds:.1f} s)")

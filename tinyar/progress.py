@@ -3,6 +3,10 @@
 On a terminal the bar redraws in place; in a log (CI, a file) it prints a
 line at every 10 % so the log stays short. No dependency: tqdm would do, but
 this is twenty lines and shows learners there is no magic.
+
+The bar is never a reason for training to fail: if its stream breaks (a closed
+pipe, ``tinyar train 2>&1 | head``, a full disk under a redirected log), it
+goes quiet and the run goes on.
 """
 import sys
 import time
@@ -27,15 +31,20 @@ class ProgressBar:
     def __init__(self, total, desc="", unit="it", file=None, width=24, rate_unit=None,
                  rate_scale=1.0, disable=False, initial=0):
         # total=None: a count with a rate but no percentage or ETA
-        self.total, self.desc, self.unit = (int(total) if total else None), desc, unit
+        total = int(total) if total else None
+        self.total = total if total is None or total > 0 else None
+        self.desc, self.unit = desc, unit
         self.file = file or sys.stderr
         self.width = width
         self.rate_unit, self.rate_scale = rate_unit or unit, rate_scale
         self.initial = int(initial)
         self.count, self.metrics = self.initial, {}
         self.start = time.perf_counter()
-        self.tty = hasattr(self.file, "isatty") and self.file.isatty()
-        self.disable = disable
+        try:
+            self.tty = bool(self.file.isatty())
+        except (AttributeError, OSError, ValueError):  # no stream, or a closed one
+            self.tty = False
+        self.disable = disable or self.file is None
         self._last_draw, self._last_decile = 0.0, -1
 
     def update(self, n=1, **metrics):
@@ -69,22 +78,26 @@ class ProgressBar:
                 f"[{_fmt_time(elapsed)}<{_fmt_time(eta)}, {rate:,.1f} {self.rate_unit}/s] "
                 f"{metrics}").rstrip()
 
+    def _emit(self, text):
+        """Write to the stream; a stream that fails silences the bar, not the run."""
+        try:
+            self.file.write(text)
+            self.file.flush()
+        except (AttributeError, OSError, ValueError):  # a broken pipe, a closed file, a full disk
+            self.disable = True
+
     def _draw(self, now):
         if self.disable:
             return
         self._last_draw = now
         end = "\r" if self.tty else "\n"
-        self.file.write(self.line(now).ljust(100 if self.tty else 0) + end)
-        self.file.flush()
+        self._emit(self.line(now).ljust(100 if self.tty else 0) + end)
 
     def write(self, message):
         """Print a message above the bar (validation results, samples)."""
         if self.disable:
             return
-        if self.tty:
-            self.file.write("\r" + " " * 110 + "\r")
-        self.file.write(message + "\n")
-        self.file.flush()
+        self._emit(("\r" + " " * 110 + "\r" if self.tty else "") + message + "\n")
 
     def close(self):
         if self.disable:
@@ -93,8 +106,8 @@ class ProgressBar:
             self._draw(time.perf_counter())
         elif self.tty:
             self._draw(time.perf_counter())
-            self.file.write("\n")
-            self.file.flush()
+            if not self.disable:
+                self._emit("\n")
 
     def __enter__(self):
         return self

@@ -8,7 +8,6 @@
 ``add_commands(subparsers)`` registers both on an argparse sub-parser set;
 ``run_gradcheck`` and ``run_inspect`` do the work and return an exit code.
 """
-import argparse
 import importlib
 import sys
 
@@ -39,7 +38,7 @@ def _find(name):
 
 
 def _hierarchy(labels=12, classes=4, seed=0):
-    from ..data.hierarchy import ClassHierarchy
+    from ..nn.hierarchy import ClassHierarchy
     counts = np.random.default_rng(seed).integers(1, 100, labels)
     return ClassHierarchy.from_counts(counts, classes)
 
@@ -154,13 +153,17 @@ def _resolve(names, cases):
 
 def run_gradcheck(names, tol=1e-6, seed=0, out=None, err=None):
     """Check each named layer/model; print the reports; 0 if all pass, 1 if any fails,
-    2 for an unknown or unavailable name."""
+    2 for an unknown or unavailable name. ``tol`` and ``seed`` are checked first
+    (``ConfigError``)."""
+    from ..train.config import GradcheckOptions
     from .gradcheck import gradcheck
+    options = GradcheckOptions(tol=tol, seed=seed).validate()
+    tol, seed = options.tol, options.seed
     out, err = out or sys.stdout, err or sys.stderr
     cases = gradcheck_cases()
     chosen, unknown = _resolve(names, cases)
     if unknown:
-        print(f"tinyar gradcheck: unknown {', '.join(map(repr, unknown))}; choose from "
+        print(f"tinyar gradcheck: unknown {', '.join(_show(n) for n in unknown)}; choose from "
               f"{', '.join(cases)} or all", file=err)
         return 2
     failed, missing = [], []
@@ -186,6 +189,11 @@ def run_gradcheck(names, tol=1e-6, seed=0, out=None, err=None):
     return 2 if missing else 0
 
 
+def _show(name):
+    from ..train.config import show
+    return show(name, limit=40)
+
+
 def run_inspect(run, out=None, stdout=None):
     """Write the HTML report of a run folder; print and return 0 (errors raise TinyarError)."""
     from .report import write_report
@@ -196,6 +204,9 @@ def run_inspect(run, out=None, stdout=None):
 
 # --- argparse ---------------------------------------------------------------------------------
 def _gradcheck_command(args):
+    from ..train.config import GradcheckOptions, given_options
+    given = given_options(args, GradcheckOptions)
+    options = GradcheckOptions(**given).validate(given)
     if args.list:
         print("\n".join(gradcheck_cases()))
         return 0
@@ -203,37 +214,52 @@ def _gradcheck_command(args):
         print("tinyar gradcheck: name a layer (e.g. LSTM), mlp, lm or all; --list shows them",
               file=sys.stderr)
         raise SystemExit(2)
-    code = run_gradcheck(args.targets, tol=args.tol, seed=args.seed)
+    from ..backend import get_backend
+    get_backend("cpu")  # a wrong TINYAR_BLAS is reported now, before any check runs
+    code = run_gradcheck(args.targets, tol=options.tol, seed=options.seed)
     if code:  # the exit status is the verdict, whatever the caller does with a return value
         raise SystemExit(code)
     return 0
 
 
+def _inspect_options():
+    """``tinyar inspect``'s options (RUN, --out), declared like every other command's."""
+    from ..train.config import Option
+    run = Option(help="run folder (of tinyar train, tinyar classify, ...)", kind=str,
+                 flag="run", metavar="RUN")
+    out = Option(help="where to write the page (default: RUN/report.html)", kind=str,
+                 metavar="FILE")
+    return run, out
+
+
 def _inspect_command(args):
-    return run_inspect(args.run, args.out)
+    from ..train.config import read_argument
+    run_opt, out_opt = _inspect_options()
+    return run_inspect(read_argument(args, "run", run_opt), read_argument(args, "out", out_opt))
 
 
 def add_commands(subparsers):
     """Register ``gradcheck`` and ``inspect`` on an ``argparse`` sub-parser set."""
+    from ..train.config import GradcheckOptions, add_argument, add_arguments
     g = subparsers.add_parser(
         "gradcheck", help="check layers' backward against central differences",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Build each named layer (or the small 'mlp' / 'lm' model) at a tiny size "
                     "and compare its hand-written backward with float64 central differences. "
                     "Exits 1 if any check fails.")
     g.add_argument("targets", nargs="*", metavar="MODEL_OR_LAYER",
                    help="layer names (Linear, LSTM, ...), mlp, lm, or all")
-    g.add_argument("--tol", type=float, default=1e-6, help="largest relative error accepted")
-    g.add_argument("--seed", type=int, default=0)
+    add_arguments(g, GradcheckOptions)
     g.add_argument("--list", action="store_true", help="list the names and exit")
     g.set_defaults(func=_gradcheck_command)
 
     i = subparsers.add_parser(
         "inspect", help="write an HTML report of a run folder",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Read a run folder (log.json, metrics.json, recorder.json, model.npz, "
-                    "PNGs) and write a self-contained RUN/report.html.")
-    i.add_argument("run", help="run folder (of tinyar train, tinyar classify, ...)")
-    i.add_argument("--out", default=None, help="where to write the page (RUN/report.html)")
+                    "PNGs) and write a self-contained RUN/report.html. Only regular files "
+                    "inside the folder are read (symlinks, FIFOs and folders are listed, "
+                    "not followed).")
+    run_opt, out_opt = _inspect_options()
+    add_argument(i, "run", run_opt)
+    add_argument(i, "out", out_opt)
     i.set_defaults(func=_inspect_command)
     return subparsers

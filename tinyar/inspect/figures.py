@@ -13,6 +13,7 @@ Every function takes ``path`` first: a file name, or a binary file object
 figures take ``Recorder.to_dict()`` (or the JSON it saved).
 """
 import math
+import warnings
 
 import numpy as np
 
@@ -26,16 +27,32 @@ def _is_number(v):
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
+def finite(value):
+    """``float(value)`` when ``value`` is a finite number, else None (text, bools, None,
+    NaN, infinities, and integers too large for a float: a log file may hold anything)."""
+    if not _is_number(value):
+        return None
+    try:
+        v = float(value)
+    except OverflowError:
+        return None
+    return v if math.isfinite(v) else None
+
+
 def _values(series):
-    """A list with None for missing values as a float array with NaN."""
-    return np.array([np.nan if v is None else float(v) for v in series], dtype=np.float64)
+    """A list with None (or anything not a finite number) for missing values as a float
+    array with NaN."""
+    return np.array([np.nan if finite(v) is None else float(v) for v in series],
+                    dtype=np.float64)
 
 
 # --- training curves -----------------------------------------------------------------
 def history_x_key(history):
-    """The key that numbers the records: "step", else "epoch", else None (the index)."""
+    """The key that numbers the records: "step", else "epoch", else None (the index).
+    Only a key that every record has, as a number, counts."""
     for key in ("step", "epoch"):
-        if history and all(isinstance(r, dict) and key in r for r in history):
+        if history and all(isinstance(r, dict) and finite(r.get(key)) is not None
+                           for r in history):
             return key
     return None
 
@@ -46,20 +63,25 @@ def history_series(history, x_key=None):
     ``x_key``: the key of the x axis (default: ``history_x_key``; the record
     number when there is none). Records without a key are skipped, so a
     validation loss measured every 100 steps gives a curve of its own points.
-    Non-finite values are dropped.
+    Non-finite values, and records that are not dicts or have no numeric x, are dropped.
     """
     x_key = x_key or history_x_key(history)
     series = {}
     for i, record in enumerate(history):
-        x = record.get(x_key, i + 1) if x_key else i + 1
+        if not isinstance(record, dict):
+            continue
+        x = finite(record.get(x_key)) if x_key else i + 1
+        if x is None:
+            continue
         for key, value in record.items():
-            if key == x_key or key in NOT_CURVES or not _is_number(value):
+            if key == x_key or key in NOT_CURVES:
                 continue
-            if not math.isfinite(float(value)):
+            y = finite(value)
+            if y is None:
                 continue
             xs, ys = series.setdefault(key, ([], []))
             xs.append(x)
-            ys.append(float(value))
+            ys.append(y)
     return series
 
 
@@ -84,6 +106,13 @@ def group_series(series):
         groups.setdefault(title, {})[key] = curve
     order = {"loss": 0, "accuracy": 1, "learning rate": 2, "gradient norm": 3}
     return sorted(groups.items(), key=lambda item: (order.get(item[0], 4), item[0]))
+
+
+def _legend(ax, **kwargs):
+    """A legend when some curve has a label matplotlib shows (names from a log file may be
+    empty or start with "_", which it hides)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
 
 
 def _smoothing(n):
@@ -118,7 +147,7 @@ def plot_series(path, curves, title="", xlabel="step", ylabel="", logy=None):
         ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     return _save(fig, path)
 
 
@@ -145,7 +174,7 @@ def plot_history(path, history, keys=None, x_key=None):
         ax.set_title(title)
         ax.set_xlabel(x_key)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
     return _save(fig, path)
 
 
@@ -169,8 +198,10 @@ def gradient_flow(record, step=None):
     for name in names:
         s = record["parameters"][name]
         if step is None:
-            mean_abs.append(np.nanmean(_values(s["grad_mean_abs"])))
-            max_abs.append(np.nanmax(_values(s["grad_max_abs"])))
+            with warnings.catch_warnings():  # a parameter with no recorded value: NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean_abs.append(np.nanmean(_values(s["grad_mean_abs"])))
+                max_abs.append(np.nanmax(_values(s["grad_max_abs"])))
         else:
             i = _step_index(record, step)
             mean_abs.append(_values(s["grad_mean_abs"])[i])

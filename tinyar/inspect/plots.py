@@ -5,10 +5,16 @@ display.
 Every ``plot_*`` function takes the PNG's path first and returns it; with
 ``path=None`` it saves nothing and returns the ``Figure`` instead, which a
 notebook shows as it is (or ``fig.savefig`` writes anywhere).
+
+A file is written through ``fileio.atomic_write``: to a fresh temporary name,
+renamed into place when complete, so an interrupted plot never leaves half a
+PNG and a symlink planted at the name is replaced, never written through.
 """
 import os
 
 import numpy as np
+
+from .. import fileio
 
 
 def _figure(width=6.0, height=4.0):
@@ -22,9 +28,8 @@ def _save(fig, path):
     if path is None:
         return fig
     if isinstance(path, (str, os.PathLike)):
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fig.savefig(path)
+        with fileio.atomic_write(path, "wb") as f:
+            fig.savefig(f, format="png")
     else:
         fig.savefig(path, format="png")
     return path

@@ -48,11 +48,12 @@ forward; wrap them in ``with recorder.paused():`` to leave them out.
 """
 import contextlib
 import copy
-import json
 import math
-import os
 
 import numpy as np
+
+from .. import fileio
+from ..errors import FileError
 
 #: How far into the flat part of a squashing function counts as saturated.
 TANH_SATURATION = 0.97
@@ -338,25 +339,145 @@ class Recorder:
                 "activations": modules, "histograms": list(self.histograms)}
 
     def save(self, path):
-        """Write ``to_dict()`` as JSON (to a temporary name, then renamed)."""
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, allow_nan=False)
-        os.replace(tmp, path)
+        """Write ``to_dict()`` as standard JSON, atomically (``fileio.write_json``)."""
+        fileio.write_json(path, self.to_dict())
         return path
 
     @staticmethod
-    def load(path):
-        """The dict a ``save`` wrote."""
-        with open(path) as f:
-            return json.load(f)
+    def load(path, follow_symlinks=True):
+        """The dict a ``save`` wrote. A file that is not one (not JSON, too large or deep,
+        series of the wrong type or length) is a ``FileError`` naming the file and the
+        first problem; ``follow_symlinks=False`` for a file inside a shared run folder."""
+        data = fileio.read_json(path, follow_symlinks=follow_symlinks, what="recorder file")
+        _, problems = clean_record(data)
+        if problems:
+            raise FileError(f"recorder file {str(path)!r}: {problems[0]}"
+                            + (f" (and {len(problems) - 1} more problems)"
+                               if len(problems) > 1 else ""))
+        return data
 
     def __repr__(self):
         return (f"Recorder(every={self.every}, parameters={len(self.params)}, "
                 f"modules={len(self.module_series)}, recorded_steps={len(self.steps)}, "
                 f"attached={self.attached})")
+
+
+# --- reading a saved record back ---------------------------------------------------------------
+#: The series ``step()`` keeps per parameter, and per watched module.
+PARAMETER_SERIES = ("grad_norm", "grad_mean_abs", "grad_max_abs", "param_norm", "update_ratio")
+MODULE_SERIES = ("mean", "std", "dead", "dead_units", "saturated", "grad_norm")
+HISTOGRAM_KINDS = ("activation", "gradient")
+#: Most entries of each kind that ``clean_record`` keeps (the figures stay readable).
+MAX_NAMES = 200
+MAX_HISTOGRAMS = 2000
+MAX_BINS = 10_000
+
+
+def _number(v):
+    """A finite float, or None for anything else (JSON null, text, NaN, huge integers)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        v = float(v)
+    except OverflowError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _series(value, n):
+    """``value`` as a list of n floats-or-None, or None when it is not one."""
+    if not isinstance(value, list) or len(value) != n:
+        return None
+    return [_number(v) for v in value]
+
+
+def _type_name(value):
+    return {dict: "an object", list: "a list", str: "a text", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def clean_record(data):
+    """(record, problems): the parts of a loaded recorder JSON that are what ``to_dict``
+    writes, ready for the figures, and one line for each part that is not (left out, or
+    its series replaced by missing values). ``record`` is None when nothing is usable.
+    At most ``MAX_NAMES`` parameters and modules and ``MAX_HISTOGRAMS`` histograms are kept."""
+    if not isinstance(data, dict):
+        return None, [f"expected a JSON object, got {_type_name(data)}"]
+    problems = []
+    steps = data.get("steps")
+    if not isinstance(steps, list) or any(_number(s) is None for s in steps):
+        problems.append("'steps' is not a list of numbers")
+        steps = []
+    n = len(steps)
+    record = {"every": data.get("every"), "steps": list(steps), "parameters": {},
+              "activations": {}, "histograms": []}
+    record["parameters"] = _clean_named(data.get("parameters", {}), "parameters",
+                                        PARAMETER_SERIES, n, problems, required=True)
+    record["activations"] = _clean_named(data.get("activations", {}), "activations",
+                                         MODULE_SERIES, n, problems, required=False)
+    record["histograms"] = _clean_histograms(data.get("histograms", []), problems)
+    return record, problems
+
+
+def _clean_named(value, key, series_keys, n, problems, required):
+    """{name: {series...}} of 'parameters' or 'activations'. A missing or malformed series
+    becomes n missing values when ``required`` (the figures draw every parameter), else is
+    left out."""
+    if not isinstance(value, dict):
+        problems.append(f"'{key}' is {_type_name(value)}, not an object")
+        return {}
+    out = {}
+    for i, (name, entry) in enumerate(value.items()):
+        if i == MAX_NAMES:
+            problems.append(f"'{key}': only the first {MAX_NAMES} of {len(value)} are shown")
+            break
+        if not isinstance(entry, dict):
+            problems.append(f"'{key}.{name}' is {_type_name(entry)}, not an object")
+            continue
+        clean = {}
+        if key == "activations":
+            clean["type"] = entry.get("type") if isinstance(entry.get("type"), str) else None
+            kind = entry.get("kind")
+            clean["kind"] = kind if kind in ("relu", "tanh", "sigmoid") else None
+        for series_key in series_keys:
+            if series_key not in entry and not required:
+                continue
+            series = _series(entry.get(series_key), n)
+            if series is None:
+                problems.append(f"'{key}.{name}.{series_key}' is not a list of {n} numbers")
+                if not required:
+                    continue
+                series = [None] * n
+            clean[series_key] = series
+        out[name] = clean
+    return out
+
+
+def _clean_histograms(value, problems):
+    if not isinstance(value, list):
+        problems.append(f"'histograms' is {_type_name(value)}, not a list")
+        return []
+    out, bad = [], 0
+    for h in value[:MAX_HISTOGRAMS]:
+        ok = isinstance(h, dict) and _number(h.get("step")) is not None and \
+            h.get("kind") in HISTOGRAM_KINDS and isinstance(h.get("name"), str)
+        counts = h.get("counts") if ok else None
+        edges = h.get("edges") if ok else None
+        ok = ok and isinstance(counts, list) and isinstance(edges, list) and \
+            len(counts) <= MAX_BINS and (len(edges) == len(counts) + 1 or not counts and not edges)
+        if ok:
+            counts, edges = [_number(c) for c in counts], [_number(e) for e in edges]
+            ok = None not in counts and None not in edges and all(c >= 0 for c in counts)
+        if not ok:
+            bad += 1
+            continue
+        out.append({"step": h["step"], "kind": h["kind"], "name": h["name"],
+                    "counts": counts, "edges": edges})
+    if bad:
+        problems.append(f"{bad} of the histograms are malformed and left out")
+    if len(value) > MAX_HISTOGRAMS:
+        problems.append(f"only the first {MAX_HISTOGRAMS} of {len(value)} histograms are shown")
+    return out
 
 
 class _Hook:

@@ -14,6 +14,18 @@ whatever the folder holds, so it works for every kind of run:
                    statistics and histograms
     model.npz      the model's class, configuration and parameter table
     *.png          embedded as they are (loss curve, confusion matrices, ...)
+
+A run folder may come from anyone (a tarball from a classmate), so the report
+treats it as hostile. It reads only regular files inside the folder, never
+through a symlink (``fileio.run_file``, ``follow_symlinks=False``), each with a
+byte cap (JSON ``MAX_JSON_BYTES``, PNG ``MAX_PNG_BYTES``); a FIFO, a folder or a
+symlink where a file should be is listed, not opened. A file that cannot be read
+or is not what tinyar writes (wrong types, missing keys, not JSON, nested too
+deep) becomes a visible note in the page, and the rest of the page is still
+drawn. How much one page shows is bounded too (figures, table rows, images), so
+that a huge file gives a long page, not an endless one. The page itself is
+written atomically (``fileio.write_text``): a symlink planted at
+``report.html`` is replaced, never written through.
 """
 import base64
 import html
@@ -21,17 +33,40 @@ import io
 import json
 import math
 import os
+import stat
+import warnings
 
 import numpy as np
 
 from . import figures
-from ..errors import CheckpointError
+from .recorder import clean_record
+from .. import fileio
+from ..errors import CheckpointError, FileError
 
 #: JSON files that are data, not results (shown only in the file list).
 SKIP_JSON = ("vocab.json", "hierarchy.json")
 MAX_MATRIX = 40  # larger numeric matrices are summarised, not tabulated
 MAX_TABLE_ROWS = 100  # longer per-class columns become curves
+MAX_TABLE_COLUMNS = 50
 MAX_SAMPLES = 8
+MAX_SAMPLE_CHARS = 20_000
+#: Bytes read of each JSON result file, of each PNG, of all PNGs together.
+MAX_JSON_BYTES = fileio.MAX_JSON_BYTES
+MAX_PNG_BYTES = 20 * 2**20
+MAX_PNG_TOTAL = 100 * 2**20
+MAX_PNGS = 40
+#: Other JSON files are rendered up to this size (larger ones are only listed).
+MAX_OTHER_JSON_BYTES = 200_000
+MAX_OTHER_JSON = 20
+#: Figures on one page, rows of one table of values, files listed, points of one curve.
+MAX_FIGURES = 60
+MAX_ROWS = 500
+MAX_FILES = 1000
+MAX_POINTS = 20_000
+#: Checkpoint members listed, and bytes of float arrays read to compute their norms.
+MAX_MEMBERS = 500
+MAX_NORM_BYTES = 256 * 2**20
+PNG = b"\x89PNG\r\n\x1a\n"
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -57,14 +92,22 @@ nav a { margin-right: 1em; }
 
 # --- small HTML helpers ---------------------------------------------------------------------
 def _esc(value):
-    return html.escape(str(value))
+    """HTML-escaped text that UTF-8 can always encode (a file name with undecodable bytes,
+    a lone surrogate from a JSON escape, appear as \\udcxx)."""
+    text = str(value)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return html.escape(text)
+
+
+def _cut(text, limit):
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _fmt(value):
     if isinstance(value, bool) or value is None:
         return str(value)
     if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
+        return _cut(f"{int(value):,}", 300)
     if isinstance(value, (float, np.floating)):
         v = float(value)
         if not math.isfinite(v):
@@ -73,27 +116,28 @@ def _fmt(value):
             return f"{v:.4e}"
         return f"{v:.6g}"
     if isinstance(value, (dict, list)):
-        text = json.dumps(value)
-        return text if len(text) <= 200 else text[:200] + " ..."
-    text = str(value)
-    return text if len(text) <= 300 else text[:300] + " ..."
+        return _cut(json.dumps(value), 200)
+    return _cut(str(value), 300)
 
 
 def _table(rows, header=None):
     """rows: lists of cells; numbers are right-aligned."""
     out = ["<table>"]
     if header:
-        out.append("<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>")
+        out.append("<tr>" + "".join(f"<th>{_esc(_fmt(h) if not isinstance(h, str) else h)}"
+                                    f"</th>" for h in header) + "</tr>")
     for row in rows:
         cells = []
         for cell in row:
-            num = isinstance(cell, (int, float, np.integer, np.floating)) and \
-                not isinstance(cell, bool)
-            cls = ' class="num"' if num else ""
+            cls = ' class="num"' if _is_number(cell) else ""
             cells.append(f"<td{cls}>{_esc(_fmt(cell))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
+
+
+def _note(text, cls="note"):
+    return f'<p class="{cls}">{_esc(text)}</p>'
 
 
 def _img(png_bytes, caption="", alt=""):
@@ -103,27 +147,81 @@ def _img(png_bytes, caption="", alt=""):
             f"{cap}</figure>")
 
 
-def _figure(draw, caption=""):
-    """Run a figures.* call into memory and embed it; a failure becomes a visible note."""
-    buffer = io.BytesIO()
-    try:
-        draw(buffer)
-    except Exception as exc:  # one bad figure must not cost the whole report
-        return f'<p class="error">figure "{_esc(caption)}" failed: {_esc(type(exc).__name__)}: ' \
-               f'{_esc(exc)}</p>'
-    return _img(buffer.getvalue(), caption)
-
-
 def _is_number(v):
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
-def _read_json(path):
+def _kind(value):
+    return {dict: "an object", list: "a list", str: "a text", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+class _Page:
+    """What one report has drawn so far: its notes (files skipped or broken) and the
+    number of figures, which ``MAX_FIGURES`` bounds."""
+
+    def __init__(self):
+        self.notes = []
+        self.figures = 0
+        self.skipped_figures = 0
+
+    def figure(self, draw, caption=""):
+        """Run a figures.* call into memory and embed it. A failure becomes a visible note:
+        the data come from a file anyone could have written, and one bad figure must not
+        cost the whole report."""
+        if self.figures >= MAX_FIGURES:
+            self.skipped_figures += 1
+            return ""
+        self.figures += 1
+        buffer = io.BytesIO()
+        try:
+            with warnings.catch_warnings():  # a name with a character the font lacks: a box
+                warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+                draw(buffer)
+        except Exception as exc:  # noqa: BLE001 (see the docstring)
+            return (f'<p class="error">figure "{_esc(caption)}" failed: '
+                    f'{_esc(type(exc).__name__)}: {_esc(_cut(str(exc), 300))}</p>')
+        return _img(buffer.getvalue(), caption)
+
+
+def _thin(xs, ys):
+    """Every k-th point of a curve longer than ``MAX_POINTS`` (a figure is 600 pixels wide)."""
+    if len(ys) <= MAX_POINTS:
+        return xs, ys
+    k = -(-len(ys) // MAX_POINTS)
+    return xs[::k], ys[::k]
+
+
+def _plot(page, curves, caption, **kwargs):
+    curves = {k: _thin(list(xs), list(ys)) for k, (xs, ys) in curves.items()}
+    return page.figure(lambda buf: figures.plot_series(buf, curves, **kwargs), caption)
+
+
+# --- reading the run folder -----------------------------------------------------------------
+_ABSENT = object()
+
+
+def _run_path(run, name, page):
+    """The path of ``name`` in ``run`` if it is a regular file, not a symlink; None (and a
+    note) when it is something else."""
     try:
-        with open(path) as f:
-            return json.load(f), None
-    except (OSError, ValueError) as exc:
-        return None, f"{os.path.basename(path)} could not be read: {exc}"
+        return fileio.run_file(run, name)
+    except FileError as exc:
+        page.notes.append(f"{name} was not read: {exc}")
+        return None
+
+
+def _read_json(run, name, page, max_bytes=None):
+    """The parsed JSON file ``name`` of the run folder, or ``_ABSENT`` (with a note)."""
+    path = _run_path(run, name, page)
+    if path is None:
+        return _ABSENT
+    try:
+        return fileio.read_json(path, max_bytes or MAX_JSON_BYTES, follow_symlinks=False,
+                                what=name)
+    except FileError as exc:
+        page.notes.append(f"{name} could not be read: {exc}")
+        return _ABSENT
 
 
 # --- generic rendering of JSON results ------------------------------------------------------
@@ -159,7 +257,8 @@ def _is_vector(value):
 
 def _is_matrix(value):
     return isinstance(value, list) and value and all(_is_vector(r) or
-                                                     (isinstance(r, list) and len(r) == 1)
+                                                     (isinstance(r, list) and len(r) == 1 and
+                                                      (_is_number(r[0]) or r[0] is None))
                                                      for r in value) and \
         len({len(r) for r in value}) == 1
 
@@ -173,26 +272,32 @@ def _names_for(key, n, flat):
     return list(range(n))
 
 
-def render_generic(data, title):
+def _floats(values):
+    return [np.nan if figures.finite(v) is None else figures.finite(v) for v in values]
+
+
+def render_generic(data, title, page=None):
     """Any JSON-like result: scalars -> a table, series -> curves, matrices and per-class
     columns -> tables (rows named by a sibling "names" list when there is one)."""
-    flat = dict(_flatten(data))
+    page = page or _Page()
+    flat = {}
+    for key, value in _flatten(data):
+        flat.setdefault(key or title, value)  # a bare list or number: named by the file
     scalars, parts = [], []
     for key, value in flat.items():
         if _is_columns(value):
             n = len(next(iter(value.values())))
-            if n <= MAX_TABLE_ROWS:
+            if n <= MAX_TABLE_ROWS and len(value) <= MAX_TABLE_COLUMNS:
                 labels = _names_for(key, n, flat)
                 parts.append(f"<h3>{_esc(key)}</h3>" + _table(
                     [[labels[i]] + [col[i] for col in value.values()] for i in range(n)],
                     header=[""] + list(value)))
             else:
-                curves = {k: (list(range(n)), [np.nan if v is None else v for v in col])
-                          for k, col in value.items()}
-                parts.append(_figure(lambda buf, k=key, c=curves: figures.plot_series(
-                    buf, c, title=k, xlabel="index"), key))
+                curves = {k: (list(range(n)), _floats(col))
+                          for k, col in list(value.items())[:MAX_TABLE_COLUMNS]}
+                parts.append(_plot(page, curves, key, title=key, xlabel="index"))
         elif _is_records(value):
-            parts.append(_history_figures(value, f"{title}: {key}"))
+            parts.append(_history_figures(value, page, f"{title}: {key}"))
         elif _is_matrix(value):
             rows, cols = len(value), len(value[0])
             if max(rows, cols) <= MAX_MATRIX:
@@ -204,187 +309,296 @@ def render_generic(data, title):
             else:
                 scalars.append([key, f"matrix {rows} x {cols}"])
         elif _is_vector(value):
-            ys = [np.nan if v is None else float(v) for v in value]
-            parts.append(_figure(lambda buf, k=key, ys=ys: figures.plot_series(
-                buf, {k: (list(range(1, len(ys) + 1)), ys)}, title=k, xlabel="index"), key))
+            ys = _floats(value)
+            parts.append(_plot(page, {key: (list(range(1, len(ys) + 1)), ys)}, key, title=key,
+                               xlabel="index"))
         else:
             scalars.append([key, value])
     out = []
     if scalars:
-        out.append(_table(scalars, header=["key", "value"]))
-    out.extend(parts)
+        out.append(_table(scalars[:MAX_ROWS], header=["key", "value"]))
+        if len(scalars) > MAX_ROWS:
+            out.append(_note(f"the first {MAX_ROWS} of {len(scalars)} values"))
+    out.extend(p for p in parts if p)
     return "\n".join(out)
 
 
 # --- sections ----------------------------------------------------------------------------------
-def _history_figures(history, title="training"):
+def _history_figures(history, page, title="training"):
     """One figure per group of numeric series of a list of records."""
     series = figures.history_series(history)
     xlabel = figures.history_x_key(history) or "record"
     out = []
     for group, curves in figures.group_series(series):
         logy = False if group in ("accuracy", "learning rate") else None
-        out.append(_figure(lambda buf, g=group, c=curves, lg=logy: figures.plot_series(
-            buf, c, title=g, xlabel=xlabel, logy=lg), f"{title}: {group}"))
-    return "\n".join(out)
+        out.append(_plot(page, curves, f"{title}: {group}", title=group, xlabel=xlabel,
+                         logy=logy))
+    return "\n".join(o for o in out if o)
 
 
 def _final_metrics(history):
     """Last value, min, max and the step of the last value of every numeric key."""
     series = figures.history_series(history)
     rows = []
-    for key, (xs, ys) in series.items():
+    for key, (xs, ys) in list(series.items())[:MAX_ROWS]:
         rows.append([key, ys[-1], xs[-1], min(ys), max(ys)])
     at = f"at {figures.history_x_key(history) or 'record'}"
     return _table(rows, header=["metric", "last", at, "min", "max"]) if rows else ""
 
 
 def _samples(history):
-    records = [r for r in history if isinstance(r, dict) and "sample" in r]
+    records = [r for r in history if "sample" in r]
     if not records:
         return ""
     shown = records[-MAX_SAMPLES:]
     out = []
     if len(records) > len(shown):
-        out.append(f'<p class="note">the last {len(shown)} of {len(records)} samples</p>')
+        out.append(_note(f"the last {len(shown)} of {len(records)} samples"))
     for r in shown:
-        out.append(f"<h3>step {_esc(r.get('step', '?'))}</h3><pre>{_esc(r['sample'])}</pre>")
+        text = r["sample"] if isinstance(r["sample"], str) else _fmt(r["sample"])
+        out.append(f"<h3>step {_esc(_fmt(r.get('step', '?')))}</h3>"
+                   f"<pre>{_esc(_cut(text, MAX_SAMPLE_CHARS))}</pre>")
     return "\n".join(out)
 
 
-def _log_section(log):
-    parts = []
-    if isinstance(log.get("config"), dict):
-        rows = [[k, v] for k, v in _flatten(log["config"])]
-        parts.append(("config", "Configuration", _table(rows, header=["setting", "value"])))
+def _log_section(log, page):
+    parts, shown = [], set()
+    config = log.get("config")
+    if isinstance(config, dict):
+        rows = [[k, v] for k, v in _flatten(config)]
+        parts.append(("config", "Configuration", _table(rows[:MAX_ROWS],
+                                                         header=["setting", "value"])))
+        shown.add("config")
+    elif "config" in log:
+        page.notes.append(f"log.json: 'config' is {_kind(config)}, not an object (shown with "
+                          f"the other values)")
     history = log.get("history")
-    if isinstance(history, list) and history:
-        curves = _history_figures(history)
-        if curves:
-            parts.append(("curves", "Training curves", curves))
-        parts.append(("final", "Final metrics", _final_metrics(history)))
-        samples = _samples(history)
-        if samples:
-            parts.append(("samples", "Generated samples", samples))
-    rest = {k: v for k, v in log.items() if k not in ("config", "history")}
+    if isinstance(history, list):
+        shown.add("history")
+        records = [r for r in history if isinstance(r, dict)]
+        if len(records) < len(history):
+            page.notes.append(f"log.json: {len(history) - len(records)} of the "
+                              f"{len(history)} history records are not objects; left out")
+        if records:
+            curves = _history_figures(records, page)
+            if curves:
+                parts.append(("curves", "Training curves", curves))
+            parts.append(("final", "Final metrics", _final_metrics(records)))
+            samples = _samples(records)
+            if samples:
+                parts.append(("samples", "Generated samples", samples))
+    elif "history" in log:
+        page.notes.append(f"log.json: 'history' is {_kind(history)}, not a list of records "
+                          f"(shown with the other values)")
+    rest = {k: v for k, v in log.items() if k not in shown}
     if rest:
-        parts.append(("log-other", "Other values in log.json", render_generic(rest, "log")))
+        parts.append(("log-other", "Other values in log.json", render_generic(rest, "log", page)))
     return parts
 
 
-def _recorder_section(record):
-    out = []
-    if record.get("steps"):
-        out.append(_figure(lambda buf: figures.plot_gradient_flow(buf, record), "gradient flow"))
-        out.append(_figure(lambda buf: figures.plot_update_ratios(buf, record),
-                           "update / weight ratio"))
-        if any("mean" in s for s in record.get("activations", {}).values()):
-            out.append(_figure(lambda buf: figures.plot_activation_stats(buf, record),
+def _recorder_section(data, page):
+    record, problems = clean_record(data)
+    page.notes += [f"recorder.json: {p}" for p in problems[:20]]
+    if len(problems) > 20:
+        page.notes.append(f"recorder.json: {len(problems) - 20} more problems")
+    if record is None:
+        return _note("recorder.json holds no record")
+    if not record["steps"]:
+        return _note("the recorder has no recorded steps")
+    out = [page.figure(lambda buf: figures.plot_gradient_flow(buf, record), "gradient flow"),
+           page.figure(lambda buf: figures.plot_update_ratios(buf, record),
+                       "update / weight ratio")]
+    if any("mean" in s for s in record["activations"].values()):
+        out.append(page.figure(lambda buf: figures.plot_activation_stats(buf, record),
                                "activation statistics"))
-        for kind in ("activation", "gradient"):
-            if figures.histograms_by_name(record, kind):
-                out.append(_figure(lambda buf, k=kind: figures.plot_histograms(buf, record, k),
+    for kind in ("activation", "gradient"):
+        if figures.histograms_by_name(record, kind):
+            out.append(page.figure(lambda buf, k=kind: figures.plot_histograms(buf, record, k),
                                    f"{kind} histograms"))
-        rows = []
-        for name, s in record["parameters"].items():
-            last = [(s.get(k) or [None])[-1] for k in ("grad_norm", "param_norm", "update_ratio")]
-            rows.append([name] + last)
-        out.append(f'<h3>parameters at the last recorded step ({record["steps"][-1]})</h3>' +
-                   _table(rows, header=["parameter", "grad norm", "param norm",
-                                        "update / weight"]))
-    else:
-        out.append('<p class="note">the recorder has no recorded steps</p>')
-    return "\n".join(out)
+    rows = []
+    for name, s in record["parameters"].items():
+        rows.append([name] + [s[k][-1] for k in ("grad_norm", "param_norm", "update_ratio")])
+    out.append(f'<h3>parameters at the last recorded step ({_esc(_fmt(record["steps"][-1]))})'
+               f'</h3>' + _table(rows, header=["parameter", "grad norm", "param norm",
+                                                "update / weight"]))
+    return "\n".join(o for o in out if o)
 
 
 def _model_section(path):
+    """The model's class, configuration and a table of its arrays (shape, dtype, norm).
+    The header comes from ``checkpoint.read_header`` (bounded and checked); the arrays'
+    shapes from their ``.npy`` headers, and only float arrays within ``MAX_NORM_BYTES``
+    are read, for their norms."""
     from .. import checkpoint
+    from ..npzfile import NpzReader
     try:
-        arrays, header = checkpoint.read(path)
-    except CheckpointError as exc:
+        header = checkpoint.read_header(path, follow_symlinks=False)
+        with NpzReader(path, follow_symlinks=False) as npz:
+            rows, total, notes = _member_rows(npz)
+    except (CheckpointError, FileError) as exc:
         return f'<p class="error">{_esc(exc)}</p>'
-    out = []
-    meta = header.get("meta") or {}
+    header = header if isinstance(header, dict) else {}
+    meta = header.get("meta") if isinstance(header.get("meta"), dict) else {}
     info = [["class", header.get("class", "?")]]
     if isinstance(meta.get("model"), dict):
-        info += [[f"model.{k}", v] for k, v in meta["model"].items()]
-    out.append(_table(info, header=["", ""]))
-    rows, total = [], 0
-    for key, value in arrays.items():
-        if not key.startswith("model/"):
-            continue
-        size = int(value.size)
-        is_float = np.issubdtype(value.dtype, np.floating)
-        norm = float(np.linalg.norm(value.astype(np.float64).ravel())) if is_float else None
-        rows.append([key[len("model/"):], str(tuple(value.shape)), size, str(value.dtype), norm])
-        total += size if is_float else 0
-    out.append(f"<p>{total:,} floating-point values in the state (parameters and buffers)</p>")
-    out.append(_table(rows, header=["name", "shape", "size", "dtype", "norm"]))
+        info += [[f"model.{k}", v] for k, v in list(meta["model"].items())[:MAX_ROWS]]
+    out = [_table(info, header=["", ""]),
+           f"<p>{total:,} floating-point values in the state (parameters and buffers)</p>",
+           _table(rows, header=["name", "shape", "size", "dtype", "norm"])]
+    out += [_note(n) for n in notes]
     return "\n".join(out)
+
+
+def _member_rows(npz):
+    """(rows, floating-point values, notes) of the ``model/`` members of a checkpoint."""
+    names = [n for n in npz.names() if n.startswith("model/")]
+    rows, total, budget, notes, unmeasured = [], 0, MAX_NORM_BYTES, [], 0
+    for name in names[:MAX_MEMBERS]:
+        label = name[len("model/"):]
+        try:
+            h = npz.header(name)
+        except CheckpointError as exc:
+            rows.append([label, "?", "?", "?", f"unreadable: {exc}"])
+            continue
+        norm = None
+        if h.dtype.kind == "f":
+            total += h.size
+            if h.nbytes <= budget:
+                budget -= h.nbytes
+                try:
+                    values = npz.read(name, kinds="f").astype(np.float64).ravel()
+                    norm = float(np.linalg.norm(values))
+                except CheckpointError as exc:
+                    norm = f"unreadable: {exc}"
+            else:
+                unmeasured += 1
+        rows.append([label, str(h.shape), h.size, str(h.dtype), norm])
+    if len(names) > MAX_MEMBERS:
+        notes.append(f"the first {MAX_MEMBERS} of {len(names)} arrays")
+    if unmeasured:
+        notes.append(f"{unmeasured} arrays have no norm: only the first "
+                     f"{MAX_NORM_BYTES // 2**20} MB of arrays are read")
+    return rows, total, notes
+
+
+def _images_section(run, names, page):
+    """The folder's PNGs, embedded (regular files with a PNG signature, within the caps)."""
+    images, used = [], 0
+    pngs = [n for n in names if n.lower().endswith(".png")]
+    for name in pngs[:MAX_PNGS]:
+        path = _run_path(run, name, page)
+        if path is None:
+            continue
+        try:
+            data = fileio.read_bytes(path, MAX_PNG_BYTES, follow_symlinks=False, what=name)
+        except FileError as exc:
+            page.notes.append(f"{name} was not embedded: {exc}")
+            continue
+        if not data.startswith(PNG):
+            page.notes.append(f"{name} was not embedded: it is not a PNG image")
+            continue
+        if used + len(data) > MAX_PNG_TOTAL:
+            page.notes.append(f"{name} was not embedded: the page already holds "
+                              f"{MAX_PNG_TOTAL // 2**20} MB of images")
+            continue
+        used += len(data)
+        images.append(_img(data, name))
+    if len(pngs) > MAX_PNGS:
+        page.notes.append(f"only the first {MAX_PNGS} of {len(pngs)} PNG files are embedded")
+    return "\n".join(images)
+
+
+def _describe_entry(path):
+    """(size or None, what it is) of a folder entry, from lstat: nothing is followed."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return st.st_size, "file"
+    if stat.S_ISLNK(mode):
+        return None, "symlink (not followed)"
+    if stat.S_ISDIR(mode):
+        return None, "folder"
+    if stat.S_ISFIFO(mode):
+        return None, "FIFO (not read)"
+    return None, "special file (not read)"
 
 
 def _files_section(folder, names):
     rows = []
-    for name in names:
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            rows.append([name, os.path.getsize(path)])
-    return _table(rows, header=["file", "bytes"])
+    for name in names[:MAX_FILES]:
+        size, what = _describe_entry(os.path.join(folder, name))
+        rows.append([name, what, size if size is not None else ""])
+    out = _table(rows, header=["name", "kind", "bytes"])
+    if len(names) > MAX_FILES:
+        out += _note(f"the first {MAX_FILES} of {len(names)} entries")
+    return out
 
 
 # --- the page ----------------------------------------------------------------------------------
-def build_report(run):
-    """The HTML text of the report on the run folder ``run``."""
+def _list_folder(run):
     if not os.path.isdir(run):
         raise CheckpointError(f"{run!r} is not a folder (expected a run folder of tinyar train "
                               f"or classify, with log.json, model.npz, ...)")
-    names = sorted(os.listdir(run))
-    sections, notes = [], []
+    try:
+        return sorted(os.listdir(run))
+    except OSError as exc:
+        raise FileError(f"cannot list the run folder {run!r}: {exc.strerror or exc}") from None
 
+
+def _json_sections(run, names, page):
+    sections = []
     if "log.json" in names:
-        log, error = _read_json(os.path.join(run, "log.json"))
-        if error:
-            notes.append(error)
-        elif isinstance(log, dict):
-            sections += _log_section(log)
-        else:
-            sections.append(("log", "log.json", render_generic({"log": log}, "log")))
+        log = _read_json(run, "log.json", page)
+        if isinstance(log, dict):
+            sections += _log_section(log, page)
+        elif log is not _ABSENT:
+            sections.append(("log", "log.json", render_generic({"log": log}, "log", page)))
     if "metrics.json" in names:
-        metrics, error = _read_json(os.path.join(run, "metrics.json"))
-        if error:
-            notes.append(error)
-        else:
-            sections.append(("metrics", "Metrics", render_generic(metrics, "metrics")))
+        metrics = _read_json(run, "metrics.json", page)
+        if metrics is not _ABSENT:
+            sections.append(("metrics", "Metrics", render_generic(metrics, "metrics", page)))
     if "recorder.json" in names:
-        record, error = _read_json(os.path.join(run, "recorder.json"))
-        if error:
-            notes.append(error)
-        else:
-            sections.append(("recorder", "Inside training (recorder)", _recorder_section(record)))
+        record = _read_json(run, "recorder.json", page)
+        if record is not _ABSENT:
+            sections.append(("recorder", "Inside training (recorder)",
+                             _recorder_section(record, page)))
     others = [n for n in names if n.endswith(".json") and n not in
               ("log.json", "metrics.json", "recorder.json") + SKIP_JSON]
-    for name in others:
-        data, error = _read_json(os.path.join(run, name))
-        if error:
-            notes.append(error)
-        elif os.path.getsize(os.path.join(run, name)) < 200_000:
-            sections.append((name.replace(".", "-"), name, render_generic(data, name)))
+    for i, name in enumerate(others[:MAX_OTHER_JSON]):
+        size, what = _describe_entry(os.path.join(run, name))
+        if what == "file" and size > MAX_OTHER_JSON_BYTES:
+            continue  # listed with its size in the file table
+        data = _read_json(run, name, page, MAX_OTHER_JSON_BYTES)
+        if data is not _ABSENT:
+            sections.append((f"json-{i}", name, render_generic(data, name, page)))
+    return sections
+
+
+def build_report(run):
+    """The HTML text of the report on the run folder ``run``."""
+    names = _list_folder(run)
+    page = _Page()
+    sections = _json_sections(run, names, page)
     if "model.npz" in names:
-        sections.append(("model", "Model", _model_section(os.path.join(run, "model.npz"))))
-    pngs = [n for n in names if n.lower().endswith(".png")]
-    if pngs:
-        images = []
-        for name in pngs:
-            with open(os.path.join(run, name), "rb") as f:
-                images.append(_img(f.read(), name))
-        sections.append(("images", "Figures in the folder", "\n".join(images)))
+        path = _run_path(run, "model.npz", page)
+        if path is not None:
+            sections.append(("model", "Model", _model_section(path)))
+    images = _images_section(run, names, page)
+    if images:
+        sections.append(("images", "Figures in the folder", images))
     sections.append(("files", "Files", _files_section(run, names)))
+    if page.skipped_figures:
+        page.notes.append(f"{page.skipped_figures} more figures were not drawn (at most "
+                          f"{MAX_FIGURES} on a page)")
 
     title = f"tinyar run: {os.path.basename(os.path.abspath(run))}"
     nav = " ".join(f'<a href="#{_esc(anchor)}">{_esc(head)}</a>' for anchor, head, _ in sections)
     body = [f"<h1>{_esc(title)}</h1>",
             f'<p class="note">{_esc(os.path.abspath(run))}</p>', f"<nav>{nav}</nav>"]
-    body += [f'<p class="error">{_esc(n)}</p>' for n in notes]
+    body += [_note(n, "error") for n in page.notes]
     for anchor, head, content in sections:
         body.append(f'<h2 id="{_esc(anchor)}">{_esc(head)}</h2>\n{content}')
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -393,12 +607,8 @@ def build_report(run):
 
 
 def write_report(run, out=None):
-    """Write the report of run folder ``run`` to ``out`` (default RUN/report.html); returns
-    the path."""
+    """Write the report of run folder ``run`` to ``out`` (default RUN/report.html), atomically;
+    returns the path."""
     text = build_report(run)
     path = out or os.path.join(run, "report.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return fileio.write_text(path, text)

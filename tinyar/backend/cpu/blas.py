@@ -25,7 +25,7 @@ are called through their 64-bit-integer (ILP64) CBLAS entry points.
 
 MKL runs its threads on GNU OpenMP where Numba can too (``MKL_THREADING_LAYER=GNU``,
 unless the user chose a layer): Numba's ``prange`` kernels then share MKL's pool
-of threads instead of fighting it (``backend/threads.py``). Where it runs on
+of threads instead of fighting it (``backend/cpu/threads.py``). Where it runs on
 Intel's OpenMP, whose threads spin for 200 ms after each call by default and
 steal the cores from whatever runs next (PyTorch in a side-by-side benchmark),
 we set ``KMP_BLOCKTIME=1`` (1 ms) unless the user set it: the products of one
@@ -38,6 +38,8 @@ import os
 import sys
 
 import numpy as np
+
+from ...errors import ConfigError
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
@@ -165,10 +167,20 @@ def _load_mkl():
     return None
 
 
+class BlasError(ConfigError, RuntimeError):
+    """TINYAR_BLAS names a library that is not there (or nothing tinyar knows). A
+    ``ConfigError`` (so a ``TinyarError`` and a ``ValueError``, which the command line turns
+    into one line), and a ``RuntimeError`` as it was before there was a ``ConfigError``."""
+
+
 def _choose():
-    wanted = os.environ.get("TINYAR_BLAS", "auto").lower()
+    """The library TINYAR_BLAS asks for. A wrong value, or MKL asked for but missing, is a
+    ``BlasError`` (one line saying what to install or set), raised where the CPU backend is
+    first imported."""
+    wanted = os.environ.get("TINYAR_BLAS", "auto").strip().lower()
     if wanted not in ("auto", "mkl", "openblas", "none"):
-        raise ValueError(f"TINYAR_BLAS={wanted!r}: expected auto, mkl, openblas or none")
+        raise BlasError(f"TINYAR_BLAS={os.environ.get('TINYAR_BLAS')!r}: expected auto, mkl, "
+                        f"openblas or none")
     if wanted == "none" or os.environ.get("TINYAR_NO_CBLAS"):
         return None
     if wanted in ("auto", "mkl"):
@@ -176,10 +188,11 @@ def _choose():
         if mkl is not None:
             return mkl
         if wanted == "mkl":
-            raise RuntimeError(
-                "TINYAR_BLAS=mkl but no MKL runtime (libmkl_rt with the ILP64 CBLAS "
-                "names, MKL 2023 or later) was found in " + os.path.join(sys.prefix, "lib") +
-                ': pip install "tinyar[mkl]", or point TINYAR_MKL_PATH at libmkl_rt')
+            raise BlasError(
+                "TINYAR_BLAS=mkl: no MKL runtime (libmkl_rt with the ILP64 CBLAS names, MKL "
+                "2023 or later) was found in " + os.path.join(sys.prefix, "lib") +
+                '; pip install "tinyar[mkl]", point TINYAR_MKL_PATH at libmkl_rt, or set '
+                "TINYAR_BLAS=auto")
     return _load_openblas()
 
 
