@@ -70,3 +70,15 @@ def test_a_forked_child_trains_instead_of_hanging():
     openmp = blas.mkl_threading() == "gnu" or threads.THREADING_LAYER == "omp"
     assert child[1] is not openmp and child[2] is False
     assert threads.THREADS_USABLE  # the parent is untouched
+
+
+def test_a_bad_blas_thread_count_is_one_clear_error():
+    import subprocess
+    import sys
+    for value in ("x", "0", "-2", "1.5"):
+        result = subprocess.run([sys.executable, "-c", "import tinyar.backend.cpu"],
+                                capture_output=True, text=True,
+                                env=dict(__import__("os").environ, TINYAR_BLAS_THREADS=value))
+        assert result.returncode != 0
+        assert f"TINYAR_BLAS_THREADS={value!r}: expected a whole number of threads >= 1" in \
+            result.stderr

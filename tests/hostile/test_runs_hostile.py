@@ -204,11 +204,24 @@ CHILD = textwrap.dedent("""
         print("SAVE", self.progress["step"], flush=True)
         return real_save(self, *args, **kwargs)
     owner.save = save
+    resume = sys.argv[3] if len(sys.argv) > 3 else None
     if kind == "classifier":
-        classify.train_classifier(classify.ClassifyConfig(**settings), quiet=True)
+        classify.train_classifier(classify.ClassifyConfig(**settings), resume=resume, quiet=True)
     else:
-        lm.train_lm(lm.LMConfig(**settings), quiet=True)
+        lm.train_lm(lm.LMConfig(**settings), resume=resume, quiet=True)
 """)
+
+
+def run_child(kind, settings_, tmp_path, resume=None):
+    """The same training to its end in a fresh process. The killed run's first part ran in
+    one, so the reference and the resumed part do too: bit-for-bit equality is a claim
+    about processes that start alike (a test process's earlier tests can leave BLAS
+    threads or kernel settings otherwise)."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    subprocess.run([sys.executable, str(script), kind, json.dumps(settings_)] +
+                   ([resume] if resume else []), check=True, stdout=subprocess.DEVNULL,
+                   timeout=300)
 
 
 def kill_during(kind, settings_, tmp_path, seed):
@@ -236,29 +249,32 @@ def kill_during(kind, settings_, tmp_path, seed):
 @pytest.mark.parametrize("backbone,seed", [("lstm", 0), ("lstm", 1), ("gru", 2), ("conv", 3)])
 def test_kill_9_then_resume_is_exact_and_consistent(backbone, seed, corpus, tmp_path,
                                                     tmp_path_factory):
-    ref = reference(corpus, tmp_path_factory, backbone, checkpoint_every=1)
+    reference_config = lm_config(corpus, tmp_path / "reference", **BACKBONES[backbone],
+                                 checkpoint_every=1)
+    run_child("lm", vars(reference_config), tmp_path)
     folder = tmp_path / "run"
     config = lm_config(corpus, folder, **BACKBONES[backbone], checkpoint_every=1)
     kill_during("lm", vars(config), tmp_path, seed)
     if (folder / "model.npz").exists():
-        train_lm(LMConfig(), resume=str(folder), quiet=True)
+        run_child("lm", vars(LMConfig()), tmp_path, resume=str(folder))
     else:  # killed inside the first checkpoint: nothing to resume, the folder takes a new run
-        train_lm(config, quiet=True)
-    assert losses(folder) == ref
+        run_child("lm", vars(config), tmp_path)
+    assert losses(folder) == losses(tmp_path / "reference")
     assert_consistent(folder)
 
 
 @pytest.mark.parametrize("seed", [4, 5])
 def test_classifier_kill_9_then_resume_is_exact(seed, npz_data, tmp_path, tmp_path_factory):
-    ref = reference(None, tmp_path_factory, "classifier", data=npz_data, arch="vgg")
+    run_child("classifier", vars(classifier_config(npz_data, tmp_path / "reference", arch="vgg")),
+              tmp_path)
     folder = tmp_path / "run"
     config = classifier_config(npz_data, folder, arch="vgg")
     kill_during("classifier", vars(config), tmp_path, seed)
     if (folder / "model.npz").exists():
-        train_classifier(ClassifyConfig(), resume=str(folder), quiet=True)
+        run_child("classifier", vars(ClassifyConfig()), tmp_path, resume=str(folder))
     else:
-        train_classifier(config, quiet=True)
-    assert losses(folder) == ref
+        run_child("classifier", vars(config), tmp_path)
+    assert losses(folder) == losses(tmp_path / "reference")
     assert_consistent(folder)
 
 

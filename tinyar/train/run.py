@@ -292,7 +292,8 @@ def check_kind(meta, expected, path):
     if kind != expected:
         what = {"language_model": "a language-model run of tinyar train",
                 "classifier": "a classifier run of tinyar classify"}
-        raise CheckpointError(f"{path} is {what.get(kind, 'not a run of tinyar train or classify')}"
+        known = what.get(kind) if isinstance(kind, str) else None
+        raise CheckpointError(f"{path} is {known or 'not a run of tinyar train or classify'}"
                               f"; expected {what[expected]}")
 
 

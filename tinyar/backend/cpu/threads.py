@@ -68,9 +68,18 @@ def configure() -> None:
     if numba.config.THREADING_LAYER in ("default", ""):
         numba.config.THREADING_LAYER = THREADING_LAYER
     if os.environ.get("TINYAR_BLAS_THREADS"):
-        set_blas_threads(int(os.environ["TINYAR_BLAS_THREADS"]))
+        set_blas_threads(_thread_count("TINYAR_BLAS_THREADS"))
     if one_pool or THREADING_LAYER == "omp":
         os.register_at_fork(after_in_child=_serial_after_fork)
+
+
+def _thread_count(variable):
+    """The positive integer an environment variable holds, or a one-line ConfigError."""
+    from ...errors import ConfigError
+    text = os.environ[variable]
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ConfigError(f"{variable}={text!r}: expected a whole number of threads >= 1")
+    return int(text)
 
 
 def _serial_after_fork():
