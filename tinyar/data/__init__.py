@@ -17,7 +17,7 @@ from .augment import (Augment, AugmentError, channel_stats, denormalize, flip_al
                       normalize, random_crop, random_hflip, random_rotation, rotate, to_float)
 from .builtin_hierarchies import builtin_hierarchies, hierarchy_for
 from .glyphs import GLYPH_CHARS, GlyphError, make_glyphs, save_grid_png
-from .hierarchy import ClassHierarchy, HierarchyError
+from ..nn.hierarchy import ClassHierarchy, HierarchyError
 from .images import (ImageFileError, image_datasets, load_images, read_cifar10, read_cifar100,
                      read_idx, write_cifar, write_idx)
 from .spiral import make_spiral

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .glyphs import GLYPH_CHARS
-from .hierarchy import ClassHierarchy, HierarchyError
+from ..nn.hierarchy import ClassHierarchy, HierarchyError
 
 __all__ = ["hierarchy_for", "builtin_hierarchies", "fashion_mnist_hierarchy", "mnist_hierarchy",
            "cifar10_hierarchy", "cifar100_hierarchy", "glyph_hierarchy",

@@ -45,7 +45,7 @@ from ..npzfile import NpzReader
 from .builtin_hierarchies import (_normalise, builtin_hierarchies, cifar100_hierarchy,
                                   hierarchy_for)
 from .glyphs import make_glyphs
-from .hierarchy import ClassHierarchy, HierarchyError
+from ..nn.hierarchy import ClassHierarchy, HierarchyError
 from . import images as image_files
 from .images import (CIFAR10_TEST, CIFAR10_TRAIN, ImageFileError, _dataset, _in_folder, _local,
                      integer_labels, load_images, read_cifar10, read_cifar100, read_idx)

@@ -34,7 +34,7 @@ naming a missing, unknown or out-of-range one.
 import numpy as np
 
 from ..backend import backend_of
-from ..data.hierarchy import ClassHierarchy
+from ..nn.hierarchy import ClassHierarchy
 from ..device import device_of, to_device, to_host
 from ..errors import CheckpointError, ConfigError, ShapeError
 from ..nn import (BatchNorm1d, CrossEntropyLoss, Flatten, Linear, Module, MultiLevelClassifier,

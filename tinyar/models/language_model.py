@@ -26,7 +26,7 @@ import math
 import numpy as np
 
 from ..backend import backend_of
-from ..data.hierarchy import ClassHierarchy
+from ..nn.hierarchy import ClassHierarchy
 from ..errors import ConfigError, ShapeError, TargetError
 from ..nn import Dropout, Embedding, Linear, Module
 from ..nn.checks import check_dtype, check_int, check_real, describe

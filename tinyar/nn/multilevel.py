@@ -36,7 +36,7 @@ Backward (z = logits of one softmax, p = softmax(z), e = one-hot of the target):
 import numpy as np
 
 from ..backend import backend_of
-from ..data.hierarchy import ClassHierarchy
+from .hierarchy import ClassHierarchy
 from ..device import to_host
 from ..errors import ConfigError, ShapeError
 from ..random import generator

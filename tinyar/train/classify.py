@@ -34,7 +34,7 @@ import numpy as np
 from .. import checkpoint
 from ..data import Augment, datasets, flip_allowed
 from ..data.augment import FLIP_ALLOWED
-from ..data.hierarchy import ClassHierarchy
+from ..nn.hierarchy import ClassHierarchy
 from ..errors import (CheckpointError, ConfigError, FileError, NumericalError, ShapeError,
                       TinyarError)
 from ..inspect.confusion import plot_level_confusions

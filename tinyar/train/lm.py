@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import checkpoint
 from ..data import CharTokenizer, StreamBatcher, Tokenizer, WordTokenizer, load_corpus, split
-from ..data.hierarchy import ClassHierarchy
+from ..nn.hierarchy import ClassHierarchy
 from ..device import device_of, to_device
 from ..errors import (CheckpointError, ConfigError, FileError, NumericalError, ShapeError,
                       TinyarError)
