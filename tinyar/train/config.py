@@ -461,9 +461,10 @@ BUILTIN_DATA = ("glyphs", "mnist", "fashion-mnist", "cifar10", "cifar100", "emni
 class ClassifyConfig(Validated):
     """Every setting of a classifier training run (saved with the checkpoint)."""
     data: str = option("glyphs", "glyphs | mnist | fashion-mnist | cifar10 | cifar100 | "
-                                 "FILE.npz", nonempty=True, metavar="DATA")
-    hierarchy: str = option("", "JSON {coarse: [fine labels]} for data given as a file",
-                            metavar="FILE")
+                                 "FILE.npz | DIR (your own IDX or CIFAR files)", nonempty=True,
+                       metavar="DATA")
+    hierarchy: str = option("", "a built-in hierarchy's name, or a JSON file {coarse: [label "
+                                "ids]}, for data given as a file or folder", metavar="FILE")
     train_size: int = option(20_000, "glyphs to render for training", low=1, high=10**7,
                              needs=(("data", ("glyphs",)),))
     test_size: int = option(4_000, "glyphs to render for the test set", low=1, high=10**7,
