@@ -196,9 +196,19 @@ def _choose():
     return _load_openblas()
 
 
-_LIBRARY = _choose()
-available = _LIBRARY is not None
-LIBRARY = _LIBRARY.name if available else None  # "mkl", "openblas" or None
+_LIBRARY = None
+available = False
+LIBRARY = None  # "mkl", "openblas" or None: set by choose()
+
+
+def choose():
+    """Load the BLAS that TINYAR_BLAS asks for (MKL where found, else NumPy's OpenBLAS);
+    called once, first, by ``startup.configure()``: the threading policy depends on it."""
+    global _LIBRARY, available, LIBRARY
+    _LIBRARY = _choose()
+    available = _LIBRARY is not None
+    LIBRARY = _LIBRARY.name if available else None
+    return LIBRARY
 
 
 def describe():

@@ -10,7 +10,8 @@ pages, and the first write to each 4 kB page is a page fault. Measured on the
 step took 15.0 ms, 11.2 ms with the settings below; the product that first
 wrote the column gradient took 3.5 ms in the step against 1.0 ms alone.
 
-The policy, applied once when the CPU backend is imported (Linux with glibc):
+The policy, applied once when the CPU backend is imported (``startup.py``; Linux with
+glibc):
 blocks of up to 32 MB (glibc's largest allowed threshold) come from the heap,
 and up to 512 MB of free memory stays there for reuse. Memory is not leaked:
 freed blocks are reused by the next allocations. ``TINYAR_MALLOC=system``
@@ -47,5 +48,3 @@ def configure():
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
         bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
-
-applied = configure()
