@@ -211,15 +211,17 @@ class _Checkpoint:
         """The model's entries, name -> array, each member's shape and dtype checked
         against ``module`` before it is read; unexpected members are never read."""
         spec = module.state_spec()
-        present = set(self.model_names())
+        # current name -> the name in the file (which an older tinyar may have written)
+        stored = {module.current_key(name): name for name in self.model_names()}
+        present = set(stored)
         missing, unexpected = sorted(set(spec) - present), sorted(present - set(spec))
         if strict and (missing or unexpected):
             raise self.fail(f"does not fit the {type(module).__name__}: missing keys "
                             f"{missing}, unexpected keys {unexpected}")
         wanted = [name for name in spec if name in present]
         for name in wanted:
-            self._check_member(f"model/{name}", *spec[name])
-        return {name: self.npz.read(f"model/{name}", shape=spec[name][0],
+            self._check_member(f"model/{stored[name]}", *spec[name])
+        return {name: self.npz.read(f"model/{stored[name]}", shape=spec[name][0],
                                     kinds=_KINDS.get(spec[name][1].kind, spec[name][1].kind))
                 for name in wanted}
 

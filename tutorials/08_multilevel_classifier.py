@@ -167,7 +167,7 @@ def train(head, steps):
 
 flat_model, flat_curve = train("flat", steps)
 multi_model, multi_curve = train("multilevel", len(flat_curve["step"]))
-print(multi_model.classifier)
+print(multi_model.head)
 
 # %%
 fig = new_figure(11, 4)

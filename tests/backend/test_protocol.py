@@ -83,3 +83,5 @@ def test_memory_functions_mean_what_ops_memory_declares(backend):
     np.testing.assert_array_equal(backend.to_host(contiguous), host[:, 1:3])
     assert backend.contiguous(contiguous) is contiguous
     np.testing.assert_array_equal(backend.to_host(backend.copy(column)), host[:, 1:3])
+    assert isinstance(backend.workspace_bytes(), int) and backend.workspace_bytes() >= 1 << 20
+    assert isinstance(backend.multiplies_stacks(), bool)

@@ -108,6 +108,10 @@ CASES = {
                                dict(in_features=SIZES, dtype=DTYPES, level_weights=[
                                    (0, 0), (-1, 1), (NAN, 1), (1,), "1,1", None, 3]),
                                lambda r: (f32(r, 6, 5), r.integers(0, 12, 6))),
+    "FlatSoftmaxHead": _case(nn.FlatSoftmaxHead, dict(in_features=5, num_labels=12),
+                             dict(in_features=SIZES, num_labels=SIZES, bias=FLAGS, dtype=DTYPES,
+                                  tied_weight=[np.zeros((12, 5)), nn.Parameter(np.zeros(3))]),
+                             lambda r: (f32(r, 6, 5), r.integers(0, 12, 6))),
     "MultiLevelClassifier": _case(nn.MultiLevelClassifier,
                                   dict(in_features=5, hierarchy=HIERARCHY),
                                   dict(in_features=SIZES, level_weights=[(0, 0), (1, INF)]),

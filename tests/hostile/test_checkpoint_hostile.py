@@ -308,12 +308,12 @@ def test_a_negative_running_variance_is_refused(tmp_path):
 
 def test_sampling_from_nan_weights_is_refused_not_printed_as_spaces(tmp_path):
     model = lm()
-    model.decoder.weight.data[0, 0] = np.nan
+    model.head.linear.weight.data[0, 0] = np.nan
     with pytest.raises(tinyar.NumericalError, match="NaN"):
         model.generate([1, 2], 3)
     # ... and such a model is never saved, so the last good checkpoint stays
     good = checkpoint.save(lm(), tmp_path / "m.npz", meta={"v": 1})
-    refused(lambda: checkpoint.save(model, good), match="decoder.weight.*NaN")
+    refused(lambda: checkpoint.save(model, good), match="head.linear.weight.*NaN")
     assert checkpoint.read_meta(good) == {"v": 1}
     assert os.listdir(tmp_path) == ["m.npz"]
 
@@ -396,7 +396,7 @@ def test_contradictory_settings_are_refused(tmp_path):
 
 def test_a_config_that_fits_another_model_is_a_shape_error_naming_the_member(tmp_path):
     path = _with_config(tmp_path, lambda c: c.update(hidden_size=6))
-    refused(lambda: build_lm(path), match=r"'model/rnn.weight_ih_l0' has shape \(20, 4\), "
+    refused(lambda: build_lm(path), match=r"'model/backbone.weight_ih_l0' has shape \(20, 4\), "
                                           r"the model expects \(24, 4\)")
 
 
@@ -696,7 +696,7 @@ def test_state_arrays_are_checked_before_they_are_read(tmp_path, cls, damage):
     elif damage == "twice":
         state["other"] = {"__array__": member}
     elif damage == "elsewhere":
-        state[name] = {"__array__": "model/decoder.weight"}
+        state[name] = {"__array__": "model/head.linear.weight"}
     forge(path, arrays, header)
     model = lm()
     refused(lambda: checkpoint.load(model, path, optimizer=cls(model.parameters())))

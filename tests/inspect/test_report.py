@@ -97,7 +97,7 @@ def test_report_of_a_language_model_run(lm_run):
     log = json.load(open(os.path.join(lm_run, "log.json")))
     sample = next(r["sample"] for r in log["history"] if "sample" in r)
     assert _html_text(sample) in text
-    assert "val_loss" in text and "rnn.weight_hh_l0" in text
+    assert "val_loss" in text and "backbone.weight_hh_l0" in text
     assert "progress.rng" not in text  # a generator's state is not a result
 
 

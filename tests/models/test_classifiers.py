@@ -4,7 +4,8 @@ something."""
 import numpy as np
 
 from tinyar.data.hierarchy import ClassHierarchy
-from tinyar.models.classifiers import CNNClassifier, RowRNNClassifier, _flat_levels
+from tinyar.models.classifiers import CNNClassifier, RowRNNClassifier
+from tinyar.nn import FlatSoftmaxHead
 from tinyar.train.metrics import hierarchical_report
 
 HIERARCHY = ClassHierarchy(np.array([0, 0, 0, 1, 1]))  # labels 0-2 in class 0, 3-4 in 1
@@ -14,7 +15,10 @@ def test_flat_head_coarse_prediction_is_the_class_of_largest_total_probability()
     # label 3 alone is the most likely, but class 0's three labels together are likelier
     logits = np.log(np.array([[0.2, 0.2, 0.2, 0.3, 0.1],
                               [0.05, 0.05, 0.1, 0.5, 0.3]]))
-    coarse, fine = _flat_levels(logits, HIERARCHY)
+    head = FlatSoftmaxHead(5, 5, hierarchy=HIERARCHY, dtype=np.float64)
+    head.linear.weight.data[:] = np.eye(5)  # the logits are the features themselves
+    head.linear.bias.data[:] = 0
+    coarse, fine = head.predict_levels(logits)
     np.testing.assert_array_equal(fine, [3, 3])
     np.testing.assert_array_equal(coarse, [0, 1])
     report = hierarchical_report(HIERARCHY, np.array([3, 3]), fine, coarse)

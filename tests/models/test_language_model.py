@@ -40,7 +40,7 @@ def test_gradcheck_whole_model(cell, head):
 
 def test_tied_weights_share_one_parameter_and_pass_gradcheck():
     model = AutoregressiveLM(V, 6, 6, 1, "lstm", head="flat", tie_weights=True)
-    assert model.decoder.weight is model.embedding.weight
+    assert model.head.linear.weight is model.embedding.weight
     names = [n for n, _ in model.named_parameters()]
     assert "embedding.weight" in names and "decoder.weight" not in names
     rng = np.random.default_rng(1)
@@ -115,3 +115,30 @@ def test_conv_backbone_gradcheck_and_causality():
     assert model.config()["backbone"] == "conv"
     with pytest.raises(ValueError, match="backbone must be one of 'rnn', 'conv'"):
         AutoregressiveLM(V, backbone="transformer", head="flat")
+
+
+@pytest.mark.parametrize("head", ["flat", "multilevel"])
+def test_a_checkpoint_with_the_names_of_older_tinyar_loads(tmp_path, head):
+    """Before heads had one interface the recurrent stack was ``rnn`` and the flat head a
+    Linear called ``decoder``: such checkpoints load by name (``Module.RENAMED``)."""
+    import zipfile
+    from tinyar import checkpoint
+    kwargs = dict(head=head, hierarchy=hierarchy() if head == "multilevel" else None)
+    model = AutoregressiveLM(V, 4, 6, 1, **kwargs)
+    path = checkpoint.save(model, tmp_path / "new.npz")
+    old = tmp_path / "old.npz"
+    renames = {"model/backbone.": "model/rnn.", "model/head.linear.": "model/decoder."}
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(old, "w") as dst:
+        for info in src.infolist():
+            name = info.filename
+            for new, legacy in renames.items():
+                name = name.replace(new, legacy)
+            dst.writestr(name, src.read(info))
+    assert any(n.startswith("model/rnn.") for n in zipfile.ZipFile(old).namelist())
+    loaded = AutoregressiveLM(V, 4, 6, 1, **kwargs)
+    checkpoint.load(loaded, old)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    state = {k.replace("backbone.", "rnn.").replace("head.linear.", "decoder."): v
+             for k, v in model.state_dict().items()}
+    AutoregressiveLM(V, 4, 6, 1, **kwargs).load_state_dict(state)  # in memory too

@@ -37,7 +37,7 @@ from ..backend import backend_of
 from ..nn.hierarchy import ClassHierarchy
 from ..device import device_of, to_device, to_host
 from ..errors import CheckpointError, ConfigError, ShapeError
-from ..nn import (BatchNorm1d, CrossEntropyLoss, Flatten, Linear, Module, MultiLevelClassifier,
+from ..nn import (BatchNorm1d, FlatSoftmaxHead, Flatten, Linear, Module, MultiLevelClassifier,
                   ReLU, Sequential)
 from ..nn.checks import describe
 from ..nn.loss import BCEWithLogitsLoss
@@ -68,10 +68,12 @@ class _Classifier(Module):
         self.head_kind, self.hierarchy = head, hierarchy
         self.level_weights, self.schedule = tuple(level_weights), schedule
         if head == "flat":
-            self.classifier = Linear(features, hierarchy.num_labels)
-            self.criterion = CrossEntropyLoss()
+            self.head = FlatSoftmaxHead(features, hierarchy.num_labels, hierarchy=hierarchy)
         else:
-            self.classifier = MultiLevelClassifier(features, hierarchy, level_weights, schedule)
+            self.head = MultiLevelClassifier(features, hierarchy, level_weights, schedule)
+
+    #: Before heads had one interface the head was called ``classifier``.
+    RENAMED = {"classifier": "head"}
 
     def _check_images(self, x):
         if getattr(x, "ndim", None) != 4 or tuple(x.shape[1:]) != self.image_shape:
@@ -89,19 +91,12 @@ class _Classifier(Module):
 
     def loss(self, x, y):
         """Mean cross-entropy of the fine labels ``y`` (weighted per level for multilevel)."""
-        h = self.features(x)
-        if self.head_kind == "flat":
-            return self.criterion(self.classifier(h), y)
-        return self.classifier(h, y)
+        return self.head(self.features(x), y)
 
     forward = loss
 
     def backward(self, grad=1.0):
-        if self.head_kind == "flat":
-            grad_h = self.classifier.backward(self.criterion.backward(grad))
-        else:
-            grad_h = self.classifier.backward(grad)
-        return self.backbone.backward(grad_h)
+        return self.backbone.backward(self.head.backward(grad))
 
     def _per_level(self, x, batch_size, levels):
         """``levels(h) -> (coarse, fine)`` over the features of ``x`` in batches, in
@@ -120,11 +115,7 @@ class _Classifier(Module):
 
     def predict_levels(self, x, decode="joint", batch_size=512):
         """(coarse, fine) predictions, each level's own (see ``level_probabilities``)."""
-        if self.head_kind == "flat":
-            return self._per_level(x, batch_size, lambda h: _flat_levels(
-                to_host(self.classifier(h)), self.hierarchy))
-        return self._per_level(x, batch_size,
-                               lambda h: self.classifier.predict_levels(h, decode))
+        return self._per_level(x, batch_size, lambda h: self.head.predict_levels(h, decode))
 
     def level_probabilities(self, x, batch_size=512):
         """(P(coarse | x) (N, C), P(fine | x) (N, V)) as float64 host arrays, computed in
@@ -133,18 +124,13 @@ class _Classifier(Module):
         Multi-level head: P(c|x) is its coarse level, P(y|x) = P(c(y)|x) P(y|c(y), x).
         Flat head: P(y|x) is its softmax, P(c|x) the sum of P(y|x) over the labels of c.
         """
-        def flat(h):
-            p = _softmax(to_host(self.classifier(h)))
-            return _class_marginal(p, self.hierarchy), p
-
-        def multilevel(h):
-            return (np.exp(to_host(self.classifier.coarse_log_prob(h)).astype(np.float64)),
-                    np.exp(to_host(self.classifier.log_prob(h)).astype(np.float64)))
-        return self._per_level(x, batch_size, flat if self.head_kind == "flat" else multilevel)
+        def levels(h):
+            coarse, fine = self.head.level_log_probs(h)
+            return np.exp(coarse), np.exp(fine)
+        return self._per_level(x, batch_size, levels)
 
     def set_epoch(self, epoch):
-        if self.head_kind == "multilevel":
-            self.classifier.set_epoch(epoch)
+        self.head.set_epoch(epoch)
 
     def config(self):
         """What ``from_config`` needs, with the hierarchy, to rebuild this model."""
@@ -171,27 +157,6 @@ def classifier_from_config(config, hierarchy):
         raise CheckpointError(f"classifier config: model must be one of 'cnn', 'rnn', got "
                               f"{kind!r}")
     return kinds[kind].from_config(config, hierarchy)
-
-
-def _softmax(logits):
-    z = logits.astype(np.float64)
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    return p / p.sum(axis=1, keepdims=True)
-
-
-def _class_marginal(p, hierarchy):
-    """P(c) = the sum of P(y) over the labels y of class c: (N, V) -> (N, C)."""
-    marginal = np.zeros((p.shape[0], hierarchy.num_classes))
-    np.add.at(marginal.T, hierarchy.parent, p.T)  # row c of marginal.T sums p's columns y in c
-    return marginal
-
-
-def _flat_levels(logits, hierarchy):
-    """(coarse, fine) predictions of a flat head: fine = argmax_y P(y|x); coarse = argmax_c
-    of the marginal P(c|x) = sum of P(y|x) over the labels y of class c, which can differ
-    from the fine label's parent (what the consistency rate measures)."""
-    p = _softmax(logits)
-    return _class_marginal(p, hierarchy).argmax(axis=1), p.argmax(axis=1)
 
 
 def _conv_layers():

@@ -5,11 +5,13 @@
 (or, with ``backbone="conv"``, a stack of causal dilated convolutions in place
 of the recurrent layers: ``nn/causal_conv.py``)
 
-The head is either
+The model holds ``self.backbone`` (the recurrent or convolutional stack:
+(N, T, E) -> (N, T, H) and a state) and ``self.head``, and never asks which
+either is: every head has the same interface (``nn/heads.py``). The head is
 
-* ``flat``: a Linear layer to V logits and a softmax, O(H V) per token
-  (optionally weight-tied to the embedding, Press & Wolf 2017, which needs
-  embed_dim == hidden_size), or
+* ``flat``: ``FlatSoftmaxHead``, a Linear layer to V logits and a softmax,
+  O(H V) per token (optionally weight-tied to the embedding, Press & Wolf 2017,
+  which needs embed_dim == hidden_size), or
 * ``multilevel``: ``MultiLevelSoftmax``, P(w | h) = P(c(w) | h) P(w | c(w), h),
   O(H (C + |c(w)|)) per token in training.
 
@@ -28,13 +30,12 @@ import numpy as np
 from ..backend import backend_of
 from ..nn.hierarchy import ClassHierarchy
 from ..errors import ConfigError, ShapeError, TargetError
-from ..nn import Dropout, Embedding, Linear, Module
+from ..nn import Dropout, Embedding, Module
 from ..nn.checks import check_dtype, check_int, check_real, describe
-from ..nn.loss import CrossEntropyLoss
 from ..nn.causal_conv import CausalConvStack
+from ..nn.heads import FlatSoftmaxHead
 from ..nn.multilevel import MultiLevelSoftmax
 from ..nn.recurrent import GRU, LSTM, RNN
-from ..nn.sampling import sample_from_log_probs
 from . import config_checks as cc
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -48,7 +49,9 @@ CONFIG_SPEC = {"vocab_size": cc.size(), "embed_dim": cc.size(), "hidden_size": c
 
 
 class AutoregressiveLM(Module):
-    """Shapes: ids and targets (N, T) integers; hidden states (num_layers, N, H).
+    """Parameters: ``embedding.weight`` (V, E), ``backbone.*`` (``nn.LSTM``'s names for a
+    recurrent backbone), ``head.*`` (the head's). Shapes: ids and targets (N, T)
+    integers; hidden states (num_layers, N, H).
 
     ``loss(ids, targets, state=None) -> (loss, state)``: mean nats per token;
     ``backward()``: gradients of that loss into every parameter;
@@ -69,40 +72,44 @@ class AutoregressiveLM(Module):
         self.vocab_size, self.embed_dim = args["vocab_size"], args["embed_dim"]
         self.hidden_size, self.num_layers = args["hidden_size"], args["num_layers"]
         self.cell, self.head_kind = args["cell"], args["head"]
-        self.backbone, self.kernel_size = args["backbone"], args["kernel_size"]
+        self.backbone_kind, self.kernel_size = args["backbone"], args["kernel_size"]
         dropout, tie_weights = args["dropout"], args["tie_weights"]
         self.embedding = Embedding(self.vocab_size, self.embed_dim, dtype=dtype)
         if backbone == "rnn":
-            self.rnn = CELLS[cell](self.embed_dim, self.hidden_size, self.num_layers,
-                                   dropout=dropout if self.num_layers > 1 else 0.0, dtype=dtype)
+            self.backbone = CELLS[cell](self.embed_dim, self.hidden_size, self.num_layers,
+                                        dropout=dropout if self.num_layers > 1 else 0.0,
+                                        dtype=dtype)
         else:  # causal dilated convolutions (WaveNet-like): no state between batches
-            self.rnn = CausalConvStack(self.embed_dim, self.hidden_size, self.num_layers,
-                                       self.kernel_size, dtype=dtype)
+            self.backbone = CausalConvStack(self.embed_dim, self.hidden_size, self.num_layers,
+                                            self.kernel_size, dtype=dtype)
         self.drop = Dropout(dropout)
         if head == "flat":
-            self.decoder = Linear(self.hidden_size, self.vocab_size, dtype=dtype)
-            if tie_weights:
-                self.decoder.weight = self.embedding.weight
-            self.criterion = CrossEntropyLoss()
+            self.head = FlatSoftmaxHead(self.hidden_size, self.vocab_size, dtype=dtype,
+                                        tied_weight=self.embedding.weight if tie_weights
+                                        else None)
         else:
             self.head = MultiLevelSoftmax(self.hidden_size, hierarchy, dtype=dtype)
         self.tie_weights = bool(tie_weights)
 
+    #: Before heads had one interface: the recurrent stack was ``rnn``, the flat head a
+    #: Linear called ``decoder``.
+    RENAMED = {"rnn": "backbone", "decoder": "head"}
+
     def extra_repr(self):
-        kind = f"cell={self.cell!r}" if self.backbone == "rnn" else "backbone='conv'"
+        kind = f"cell={self.cell!r}" if self.backbone_kind == "rnn" else "backbone='conv'"
         return (f"vocab_size={self.vocab_size}, {kind}, hidden_size={self.hidden_size}, "
                 f"num_layers={self.num_layers}, head={self.head_kind!r}")
 
     @property
     def hierarchy(self):
-        return self.head.hierarchy if self.head_kind == "multilevel" else None
+        return self.head.hierarchy
 
     def config(self):
         """What ``from_config`` needs to rebuild this model (saved in checkpoints)."""
         return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim,
                 "hidden_size": self.hidden_size, "num_layers": self.num_layers, "cell": self.cell,
                 "dropout": self.drop.p, "head": self.head_kind, "tie_weights": self.tie_weights,
-                "backbone": self.backbone, "kernel_size": self.kernel_size}
+                "backbone": self.backbone_kind, "kernel_size": self.kernel_size}
 
     @classmethod
     def from_config(cls, config, hierarchy=None):
@@ -122,7 +129,7 @@ class AutoregressiveLM(Module):
         """Top-layer hidden states (N, T, H) and the final recurrent state."""
         self._check_ids(ids)
         embedded = self.embedding(ids)
-        output, state = self.rnn(embedded, state)
+        output, state = self.backbone(embedded, state)
         return self.drop(output), state
 
     def loss(self, ids, targets, state=None):
@@ -134,32 +141,22 @@ class AutoregressiveLM(Module):
                              f"{tuple(ids.shape)}, got {tuple(targets.shape)}")
         features, state = self.features(ids, state)
         self._shape = features.shape
-        flat = features.reshape(-1, self.hidden_size)
-        if self.head_kind == "flat":
-            value = self.criterion(self.decoder(flat), targets.reshape(-1))
-        else:
-            value = self.head(flat, targets.reshape(-1))
-        return value, state
+        return self.head(features.reshape(-1, self.hidden_size), targets.reshape(-1)), state
 
     forward = loss
 
     def backward(self, grad=1.0):
-        if self.head_kind == "flat":
-            grad_features = self.decoder.backward(self.criterion.backward(grad))
-        else:
-            grad_features = self.head.backward(grad)
+        grad_features = self.head.backward(grad)
         grad_output = self.drop.backward(grad_features.reshape(self._shape))
-        grad_embedded, _ = self.rnn.backward(grad_output)  # truncation: no grad into the state
+        # truncated BPTT: no gradient into the carried state
+        grad_embedded, _ = self.backbone.backward(grad_output)
         self.embedding.backward(grad_embedded)
 
     # --- inference ------------------------------------------------------------
     def next_log_probs(self, ids, state=None):
         """log P(next token | ids) after the last position of each row: (N, V), and the state."""
         features, state = self.features(ids, state)
-        last = _last_step(features)
-        if self.head_kind == "flat":
-            return backend_of(last).log_softmax_forward(self.decoder(last)), state
-        return self.head.log_prob(last), state
+        return self.head.log_prob(_last_step(features)), state
 
     def generate(self, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, rng=None):
         """Continue ``prompt_ids`` (1-D) by sampling; returns prompt + new ids (1-D int64).
@@ -179,11 +176,7 @@ class AutoregressiveLM(Module):
             out = list(prompt_ids[0])
             features, state = self.features(prompt_ids)
             for _ in range(max_new_tokens):
-                last = _last_step(features)
-                if self.head_kind == "flat":
-                    token = sample_from_log_probs(self.decoder(last), temperature, top_k, rng)[0]
-                else:
-                    token = self.head.sample(last, temperature, top_k, rng)[0]
+                token = self.head.sample(_last_step(features), temperature, top_k, rng)[0]
                 out.append(int(token))
                 features, state = self.features(np.array([[token]], np.int64), state)
         finally:

@@ -10,6 +10,8 @@ from .embedding import Embedding
 from .dropout import Dropout
 from .softmax import LogSoftmax, Softmax
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
+from .heads import FlatSoftmaxHead
+from .hierarchy import ClassHierarchy
 from .multilevel import MultiLevelSoftmax
 from .multilevel import LevelWeightSchedule, MultiLevelClassifier
 from .rnn_cells import GRUCell, LSTMCell, RNNCell

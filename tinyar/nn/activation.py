@@ -10,7 +10,11 @@ from .module import Module
 
 
 class ReLU(Module):
-    """y = max(x, 0);  dL/dx = dL/dy * [x > 0]."""
+    """y = max(x, 0);  dL/dx = dL/dy * [x > 0].
+
+    Ops: ``B.relu_forward``, ``B.relu_backward``; their NumPy references:
+    ``backend/ops/elementwise.py``.
+    """
 
     def forward(self, x):
         check_float_input(self, x)
@@ -22,7 +26,11 @@ class ReLU(Module):
 
 
 class LeakyReLU(Module):
-    """y = x if x > 0 else a x;  dL/dx = dL/dy * (1 if x > 0 else a)."""
+    """y = x if x > 0 else a x;  dL/dx = dL/dy * (1 if x > 0 else a).
+
+    Ops: ``B.leaky_relu_forward``, ``B.leaky_relu_backward``; their NumPy references:
+    ``backend/ops/elementwise.py``.
+    """
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
@@ -41,7 +49,11 @@ class LeakyReLU(Module):
 
 
 class Tanh(Module):
-    """y = tanh x;  dL/dx = dL/dy * (1 - y^2)."""
+    """y = tanh x;  dL/dx = dL/dy * (1 - y^2).
+
+    Ops: ``B.tanh_forward``, ``B.tanh_backward``; their NumPy references:
+    ``backend/ops/elementwise.py``.
+    """
 
     def forward(self, x):
         check_float_input(self, x)
@@ -53,7 +65,11 @@ class Tanh(Module):
 
 
 class Sigmoid(Module):
-    """y = 1 / (1 + e^-x);  dL/dx = dL/dy * y (1 - y)."""
+    """y = 1 / (1 + e^-x);  dL/dx = dL/dy * y (1 - y).
+
+    Ops: ``B.sigmoid_forward``, ``B.sigmoid_backward``; their NumPy references:
+    ``backend/ops/elementwise.py``.
+    """
 
     def forward(self, x):
         check_float_input(self, x)
@@ -66,7 +82,11 @@ class Sigmoid(Module):
 
 class GELU(Module):
     """y = x Phi(x) (exact, erf-based, as torch's default);
-    dL/dx = dL/dy * (Phi(x) + x phi(x)), phi the standard normal density."""
+    dL/dx = dL/dy * (Phi(x) + x phi(x)), phi the standard normal density.
+
+    Ops: ``B.gelu_forward``, ``B.gelu_backward``; their NumPy references:
+    ``backend/ops/elementwise.py``.
+    """
 
     def forward(self, x):
         check_float_input(self, x)

@@ -42,6 +42,10 @@ class GatedActivation(Module):
     ``to_channel_major`` lays them out as two contiguous rows (one pass,
     on any backend) and ``to_batch_major`` puts two rows back. The gate math
     itself is one fused kernel each way (``gated_tanh_forward/backward``).
+
+    Ops: ``B.to_channel_major``, ``B.gated_tanh_forward``, ``B.gated_tanh_backward``,
+    ``B.to_batch_major``; their NumPy references: ``backend/ops/conv.py``,
+    ``backend/ops/elementwise.py``.
     """
 
     def forward(self, z):

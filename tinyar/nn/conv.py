@@ -30,11 +30,12 @@ without reordering the large output (and dL/dW = sum over n of g[n] @ cols[n]^T)
 Speed, measured on the development machine (2-core Xeon, AVX-512; forward +
 backward, 2 threads): im2col + BLAS is the method because BLAS runs the
 multiply-adds near the machine's peak and a direct Numba loop does not
-(../shared/NUMBA_NOTES.md: 15.7 ms against 202 ms at batch 8, 32 -> 64
+(docs/performance.md: 15.7 ms against 202 ms at batch 8, 32 -> 64
 channels, 32x32). One product for the batch against one per sample:
 batch 64, 32 -> 64 channels, 13x13: 5.9 ms against 8.9 ms;
 batch 64, 1 -> 32 channels, 28x28: 2.5 ms against 1.7 ms. The whole batch
-goes through at once while its columns take at most CHUNK_BYTES, and
+goes through at once while its columns take at most the backend's
+``workspace_bytes()`` (64 MiB on the CPU), and
 backward reuses the forward's columns: chunks of ~1 MiB (to stay in the L2
 cache) made LeNet's step slower, 16-17 ms against 14.
 """
@@ -52,7 +53,6 @@ from .parameter import Parameter
 # On a GPU each chunk costs its own launches (~30 us each) and memory is plentiful,
 # so the limit there is higher: LeNet's second convolution at batch 512 (71 MB of
 # columns) stays one chunk.
-CHUNK_BYTES = {"cpu": 64 << 20, "cuda": 1 << 30}
 
 
 def _same_padding(kernel, dilation):
@@ -60,14 +60,6 @@ def _same_padding(kernel, dilation):
     out goes after, as in PyTorch."""
     total = dilation * (kernel - 1)
     return total // 2, total - total // 2
-
-
-def _stacks_products(B):
-    """Whether backend B multiplies stacks, (N, O, K) @ (N, K, P), and views (N, K, P)
-    of the columns: the CPU's NumPy arrays do. The CUDA backend's matmul is 2-d and a
-    device array has no 3-d transposed views, so on a GPU every convolution takes one
-    product for the batch (and the reordering after it is one cheap kernel there)."""
-    return B.name == "cpu"
 
 
 # A fused activation: applied in the same pass as the bias (forward) and the bias
@@ -134,9 +126,10 @@ class _Conv(Module):
         return x4
 
     def _chunks(self, B, batch, itemsize):
-        """(n0, n1) pieces of the batch whose columns take at most CHUNK_BYTES."""
+        """(n0, n1) pieces of the batch whose columns take at most the backend's
+        ``workspace_bytes()``."""
         rows = self.in_channels * self._kernel[0] * self._kernel[1]
-        limit = CHUNK_BYTES[B.name]
+        limit = B.workspace_bytes()
         step = max(1, min(batch, limit // max(1, rows * self._spatial * itemsize)))
         return [(n0, min(batch, n0 + step)) for n0 in range(0, batch, step)]
 
@@ -177,7 +170,7 @@ class _Conv(Module):
         n, weight = y.shape[0], self.weight.data.reshape(self.out_channels, -1)
         bias = None if self.bias is None else self.bias.data
         relu = self.activation == "relu"
-        if self._per_sample() and _stacks_products(B):
+        if self._per_sample() and B.multiplies_stacks():
             # cols viewed as (n, K, P): one product per sample, landing in y as it is
             stacked = cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)
             for out_rows, col_rows in self._groups():
@@ -225,7 +218,7 @@ class _Conv(Module):
         grad_weight = self.weight.grad.reshape(self.out_channels, -1)
         grad_bias = None if self.bias is None else self.bias.grad
         dcols = B.empty(cols.shape, cols.dtype) if input_grad else None
-        if self._per_sample() and _stacks_products(B):
+        if self._per_sample() and B.multiplies_stacks():
             if relu_output is not None:
                 grad = B.relu_backward(grad, relu_output)
             stacked = cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2)  # (n, K, P)
@@ -245,15 +238,7 @@ class _Conv(Module):
             # (O, n*P), and dL/db += its row sums; the ReLU's mask in the same pass
             g = B.to_channel_major(grad, grad_bias, relu_output=relu_output)
             for out_rows, col_rows in self._groups():
-                if B.name == "cpu":
-                    # dW += (cols @ g^T)^T: with more rows than columns (K >= O here) BLAS
-                    # splits the product better (LeNet's second convolution: 1.26 ms
-                    # against 1.59 ms for g @ cols^T accumulated in place)
-                    grad_weight_t = B.matmul(cols[col_rows], g[out_rows], trans_b=True)
-                    B.axpy(1.0, grad_weight_t.T, grad_weight[out_rows])
-                else:  # one launch, no temporary: dW += g @ cols^T in place
-                    B.matmul(g[out_rows], cols[col_rows], out=grad_weight[out_rows],
-                             trans_b=True, accumulate=True)
+                B.conv_weight_grad(g[out_rows], cols[col_rows], grad_weight[out_rows])
                 if input_grad:
                     B.matmul(weight[out_rows], g[out_rows], out=dcols[col_rows], trans_a=True)
         return dcols
@@ -277,6 +262,11 @@ class Conv2d(_Conv):
     Initialisation as PyTorch: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
     fan_in = C_in / groups * kh * kw. Forward and backward math: the module
     docstring.
+
+    Ops: ``B.im2col``, ``B.matmul``, ``B.add_channel_bias``, ``B.relu_forward``,
+    ``B.to_batch_major``, ``B.col2im``, ``B.relu_backward``, ``B.sum_rows``, ``B.channel_sums``,
+    ``B.to_channel_major``, ``B.conv_weight_grad``; their NumPy references:
+    ``backend/ops/conv.py``, ``backend/ops/linalg.py``, ``backend/ops/elementwise.py``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
@@ -339,6 +329,11 @@ class Conv1d(_Conv):
     Computed as Conv2d on (N, C, 1, L) with a (1, k) kernel (the module
     docstring has the math). ``activation="relu"``: a fused ReLU, as in
     Conv2d. Initialisation as PyTorch: U(+-1/sqrt(fan_in)), fan_in = C_in / groups * k.
+
+    Ops: ``B.im2col``, ``B.matmul``, ``B.add_channel_bias``, ``B.relu_forward``,
+    ``B.to_batch_major``, ``B.col2im``, ``B.relu_backward``, ``B.sum_rows``, ``B.channel_sums``,
+    ``B.to_channel_major``, ``B.conv_weight_grad``; their NumPy references:
+    ``backend/ops/conv.py``, ``backend/ops/linalg.py``, ``backend/ops/elementwise.py``.
     """
 
     _spatial_names = ("L",)

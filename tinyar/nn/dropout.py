@@ -43,6 +43,9 @@ class Dropout(Module):
     Subclasses that draw another kind of mask (``Dropout2d``) set ``_keep``
     (a bool array of x's shape) and ``_scale`` in their forward and reuse
     this backward.
+
+    Ops: ``B.dropout_mask``, ``B.dropout_apply``; their NumPy references:
+    ``backend/ops/elementwise.py``.
     """
 
     def __init__(self, p=0.5):

@@ -29,6 +29,9 @@ class Embedding(Module):
     Indices are not differentiable: backward returns None. On a GPU they
     may be a device array or a NumPy array (data loaders make them on the
     host), which the ops copy over.
+
+    Ops: ``B.embedding_forward``, ``B.embedding_backward``; their NumPy references:
+    ``backend/ops/embedding.py``.
     """
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32):

@@ -19,6 +19,9 @@ class Linear(Module):
         dL/dx = g W          (M, in)
         dL/dW += g^T x       (out, in)   one BLAS gemm with beta = 1
         dL/db += sum_rows g  (out,)
+
+    Ops: ``B.matmul``, ``B.add_bias``, ``B.sum_rows``; their NumPy references:
+    ``backend/ops/linalg.py``.
     """
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):

@@ -192,6 +192,9 @@ class CrossEntropyLoss(_ClassIndexLoss):
     the smoothed target. The forward saves two numbers per row (max z and
     log sum exp(z - max)); the backward recomputes p from the logits in the
     same sweep that writes dz.
+
+    Ops: ``B.cross_entropy_forward``, ``B.cross_entropy_backward``, ``B.permute``; their NumPy
+    references: ``backend/ops/loss.py``, ``backend/ops/elementwise.py``.
     """
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -224,6 +227,9 @@ class NLLLoss(_ClassIndexLoss):
     t = ignore_index); 'mean' divides by the summed w_t of the kept rows.
 
     Backward: dloss/dinput = -w_t onehot(t): one nonzero per row.
+
+    Ops: ``B.nll_forward``, ``B.nll_backward``, ``B.permute``; their NumPy references:
+    ``backend/ops/loss.py``, ``backend/ops/elementwise.py``.
     """
 
     def forward(self, input, target):
@@ -257,6 +263,8 @@ class MSELoss(_ElementwiseLoss):
     warning; here that is a ShapeError). 'none' returns input's shape.
 
     Backward: dloss_i/dinput_i = 2 (input_i - target_i).
+
+    Ops: ``B.mse_forward``, ``B.mse_backward``; their NumPy references: ``backend/ops/loss.py``.
     """
 
     def forward(self, input, target):
@@ -287,6 +295,9 @@ class BCEWithLogitsLoss(_ElementwiseLoss):
     not overflow for large |x|. 'mean' divides by input.size.
 
     Backward: dloss/dx = (1 - t) - l sigmoid(-x)   (= sigmoid(x) - t for pos_weight = 1).
+
+    Ops: ``B.bce_with_logits_forward``, ``B.bce_with_logits_backward``; their NumPy references:
+    ``backend/ops/loss.py``.
     """
 
     def __init__(self, reduction="mean", pos_weight=None):

@@ -224,6 +224,21 @@ class Module:
             spec[name] = (tuple(np.shape(value)), np.dtype(dtype))
         return spec
 
+    #: The names this module's entries had in older tinyar versions: {old: new}, each a
+    #: key or the dotted prefix of keys (``"rnn": "backbone"`` also renames
+    #: ``"rnn.weight_ih_l0"``), so that older checkpoints load by name.
+    RENAMED = {}
+
+    def current_key(self, name):
+        """``name``, a state key perhaps from an older tinyar, as this version calls it."""
+        for old, new in self.RENAMED.items():
+            if name == old or name.startswith(old + "."):
+                name = new + name[len(old):]
+                break
+        first, dot, rest = name.partition(".")
+        child = self._modules.get(first) if dot else None
+        return f"{first}.{child.current_key(rest)}" if child is not None else name
+
     def check_buffer(self, name, value):
         """A problem with ``value`` for this module's own buffer ``name`` (a message), or None.
         Subclasses whose buffers have a valid range say so (BatchNorm's variance >= 0)."""
@@ -251,6 +266,7 @@ class Module:
         ``source`` names the state in messages (a checkpoint's path); by default
         ``Class.load_state_dict``."""
         source = source or f"{type(self).__name__}.load_state_dict"
+        state = {self.current_key(name): value for name, value in state.items()}
         params = dict(self.named_parameters())
         buffers = {name: (module, attr) for name, module, attr in self.named_buffers()}
         spec = self.state_spec()

@@ -54,7 +54,17 @@ class MultiLevelSoftmax(Module):
     ``backward(grad=1.0)`` needs; ``backward`` returns dL/dh.
     ``log_prob(h)`` gives the exact (M, V) log-probabilities;
     ``predict(h, decode="joint"|"greedy")`` and ``sample(h, ...)`` decode.
+
+    Ops: ``B.matmul``, ``B.add_bias``, ``B.cross_entropy_forward``, ``B.gather_rows``,
+    ``B.multilevel_fine_forward``, ``B.cross_entropy_backward``, ``B.sum_rows``,
+    ``B.multilevel_fine_backward``, ``B.scatter_add_rows``, ``B.log_softmax_forward``,
+    ``B.add_channel_bias``; their NumPy references: ``backend/ops/linalg.py``,
+    ``backend/ops/loss.py``, ``backend/ops/embedding.py``, ``backend/ops/multilevel.py``,
+    ``backend/ops/softmax.py``, ``backend/ops/conv.py``.
     """
+
+    #: It models P(coarse | h) itself (``nn/heads.py`` lists the interface of every head).
+    predicts_coarse = True
 
     def __init__(self, in_features, hierarchy: ClassHierarchy, level_weights=(1.0, 1.0),
                  dtype=np.float32):
@@ -125,7 +135,7 @@ class MultiLevelSoftmax(Module):
         # fine level: rows sorted by class (a gather), then one op for all the classes
         # present (on the CPU a compiled loop of one BLAS product and one in-place
         # softmax per class block; on a GPU one kernel, a block per row)
-        h_sorted = B.embedding_forward(h, by_class_b)
+        h_sorted = B.gather_rows(h, by_class_b)
         sorted_losses, probs = B.multilevel_fine_forward(h_sorted, self.fine.weight.data,
                                                           self.fine.bias.data, groups, local)
         fine_losses = np.empty(M, h.dtype)
@@ -162,8 +172,17 @@ class MultiLevelSoftmax(Module):
                                    w_fine * scale, self.fine.weight.grad, self.fine.bias.grad,
                                    dh_sorted)
         # dh[by_class] += dh_sorted: a scatter-add of rows (by_class is a permutation)
-        B.embedding_backward(dh_sorted, by_class, None, dh)
+        B.scatter_add_rows(dh_sorted, by_class, dh)
         return dh
+
+    def loss_parts(self):
+        """The last loss's two levels, as the language model logs them."""
+        return {"class_loss": self.last_losses[0], "word_loss": self.last_losses[1]}
+
+    def set_epoch(self, epoch):
+        """Nothing changes with the epoch (``MultiLevelClassifier`` may schedule its level
+        weights)."""
+        return self.level_weights
 
     # --- inference ----------------------------------------------------------
     def coarse_log_prob(self, h):
@@ -191,29 +210,36 @@ class MultiLevelSoftmax(Module):
         return self._log_prob(h, self.coarse_log_prob(h))
 
     def _log_prob(self, h, coarse):
-        """``log_prob`` given the coarse level's log-probabilities (M, C)."""
-        if not isinstance(coarse, np.ndarray):
-            return self._device_log_prob(h, coarse)
-        out = np.empty((h.shape[0], self.num_labels), coarse.dtype)
-        for c in range(self.num_classes):
-            out[:, self.hierarchy.labels_of(c)] = self.fine_log_prob(h, c) + coarse[:, c:c + 1]
-        return out
-
-    def _device_log_prob(self, h, coarse):
-        """``log_prob`` with backend ops: a device array has no arithmetic and no index
-        arrays. The classes' blocks go into ``stored`` (M, V), whose columns follow the
-        stored order of ``fine.weight``'s rows; then one gather puts the columns in
-        label-id order (on the transposes: rows are what ``embedding_forward`` gathers)."""
+        """``log_prob`` given the coarse level's log-probabilities (M, C), on h's backend:
+        each class's block log P(y | c, h) + log P(c | h) goes into ``stored`` (M, V), in
+        the stored order of ``fine.weight``'s rows; one gather then puts the columns in
+        label-id order (on the transposes: ``gather_rows`` gathers rows)."""
         B = backend_of(h)
         M = h.shape[0]
-        coarse_t = coarse.T  # (C, M): row c is log P(c | h) of every row, contiguous
+        coarse_t = B.contiguous(coarse.T)  # (C, M): row c is log P(c | h) of every row
         stored = B.empty((M, self.num_labels), coarse.dtype)
         for c in range(self.num_classes):
             block = self.fine_log_prob(h, c)  # (M, |c|)
             B.add_channel_bias(block.reshape(1, M, block.shape[1]), coarse_t[c])
             stored[:, self._starts[c]:self._starts[c + 1]] = block
         # out[:, y] = stored[:, position[y]]
-        return B.embedding_forward(stored.T, B.asarray(self.hierarchy.position)).T
+        return B.contiguous(B.gather_rows(B.contiguous(stored.T),
+                                          B.asarray(self.hierarchy.position)).T)
+
+    def level_log_probs(self, h):
+        """(log P(c | h) (M, C), log P(y | h) (M, V)) as float64 host arrays."""
+        coarse = self.coarse_log_prob(h)
+        fine = self._log_prob(h, coarse)
+        return (to_host(coarse).astype(np.float64), to_host(fine).astype(np.float64))
+
+    def predict_levels(self, h, decode="joint"):
+        """(coarse, fine) predictions as host int64 arrays: (M,) each; the coarse level
+        is computed once for both. The coarse prediction is the coarse level's own,
+        argmax_c P(c|x), with either decoding of the fine label (``predict``)."""
+        self._check_decode(decode)
+        coarse = self.coarse_log_prob(h)
+        fine = self._predict(h, coarse, decode)
+        return to_host(coarse).argmax(axis=1), np.asarray(to_host(fine), np.int64)
 
     def predict(self, h, decode="joint"):
         """Most likely label per row.
@@ -262,7 +288,7 @@ class MultiLevelSoftmax(Module):
 
 def _rows(h, rows):
     """h[rows] for host row indices, as a gather on h's backend."""
-    return backend_of(h).embedding_forward(h, rows)
+    return backend_of(h).gather_rows(h, rows)
 
 
 def check_level_weights(owner, weights):
@@ -319,16 +345,23 @@ class LevelWeightSchedule:
 class MultiLevelClassifier(MultiLevelSoftmax):
     """The multi-level softmax as a classifier head: P(y|x) = P(coarse|x) P(fine|coarse,x).
 
-    Adds to ``MultiLevelSoftmax`` a level-weight schedule (``set_epoch``) and
-    ``predict_levels``, which returns the coarse and the fine prediction. The
-    coarse prediction is the coarse level's own, argmax_c P(c|x), with either
-    decoding of the fine label:
+    Adds to ``MultiLevelSoftmax`` a level-weight schedule (``set_epoch``). Its
+    ``predict_levels`` returns the coarse and the fine prediction: the coarse
+    prediction is the coarse level's own, argmax_c P(c|x), with either decoding
+    of the fine label:
 
     * ``joint``: fine = argmax_y P(c(y)) P(y|c(y)) exactly. Its class can differ
       from the coarse prediction (a confident label in a less likely class), which
       is what the consistency rate of ``train.metrics`` measures;
     * ``greedy``: fine = argmax within the predicted class (consistent by
       construction, and cheaper; it can miss the joint optimum).
+
+    Ops: ``B.matmul``, ``B.add_bias``, ``B.cross_entropy_forward``, ``B.gather_rows``,
+    ``B.multilevel_fine_forward``, ``B.cross_entropy_backward``, ``B.sum_rows``,
+    ``B.multilevel_fine_backward``, ``B.scatter_add_rows``, ``B.log_softmax_forward``,
+    ``B.add_channel_bias``; their NumPy references: ``backend/ops/linalg.py``,
+    ``backend/ops/loss.py``, ``backend/ops/embedding.py``, ``backend/ops/multilevel.py``,
+    ``backend/ops/softmax.py``, ``backend/ops/conv.py``.
     """
 
     def __init__(self, in_features, hierarchy, level_weights=(1.0, 1.0), schedule=None,
@@ -345,11 +378,3 @@ class MultiLevelClassifier(MultiLevelSoftmax):
         if self.schedule is not None:
             self.level_weights = self.schedule(epoch)
         return self.level_weights
-
-    def predict_levels(self, h, decode="joint"):
-        """(coarse, fine) predictions as host int64 arrays: (M,) each; the coarse level
-        is computed once for both."""
-        self._check_decode(decode)
-        coarse = self.coarse_log_prob(h)
-        fine = self._predict(h, coarse, decode)
-        return to_host(coarse).argmax(axis=1), np.asarray(to_host(fine), np.int64)

@@ -52,6 +52,9 @@ class LayerNorm(Module):
     The normalised axes are flattened into F = prod(normalized_shape) features
     and x into rows of F; the statistics are per row (M = F in the module
     docstring's formulas), and ``layer_norm_backward`` applies the backward there.
+
+    Ops: ``B.layer_norm_forward``, ``B.layer_norm_backward``; their NumPy references:
+    ``backend/ops/norm.py``.
     """
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
@@ -114,6 +117,9 @@ class BatchNorm1d(Module):
     where m = momentum, or 1 / num_batches_tracked when momentum is None
     (a plain average of all batches so far).
     Evaluation: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
+
+    Ops: ``B.batch_norm_forward_train``, ``B.batch_norm_forward_eval``,
+    ``B.batch_norm_update_running``; their NumPy references: ``backend/ops/norm.py``.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,

@@ -29,6 +29,10 @@ class BatchNorm2d(BatchNorm1d):
     Evaluation: the running statistics. Forward and backward are
     BatchNorm1d's on the (N, C, H*W) view of x (a reshape, no copy when x is
     contiguous), so the formulas are those of ``normalization.py`` with L = H * W.
+
+    Ops: ``B.batch_norm_forward_train``, ``B.batch_norm_forward_eval``,
+    ``B.batch_norm_backward``, ``B.batch_norm_backward_eval``, ``B.batch_norm_update_running``;
+    their NumPy references: ``backend/ops/norm.py``.
     """
 
     def forward(self, x):
@@ -60,6 +64,9 @@ class Dropout2d(Dropout):
         y[n, c] = x[n, c] * keep[n, c] / (1 - p)
         dL/dx[n, c] = dL/dy[n, c] * keep[n, c] / (1 - p)      (the same mask)
     Evaluation mode and p = 0: the identity, as Dropout.
+
+    Ops: ``B.dropout_mask``, ``B.dropout_apply``; their NumPy references:
+    ``backend/ops/elementwise.py``.
     """
 
     def forward(self, x):

@@ -69,6 +69,9 @@ class MaxPool2d(_Pool2d):
     kernel_size), padding: an int or an (h, w) pair; padding at most half the
     window. Ties go to the first maximum in row-major order; a NaN in a
     window wins (y is NaN), as in PyTorch. Backward: the module docstring.
+
+    Ops: ``B.max_pool2d_forward``, ``B.max_pool2d_backward``; their NumPy references:
+    ``backend/ops/pool.py``.
     """
 
     def forward(self, x):
@@ -89,6 +92,9 @@ class MaxPool1d(MaxPool2d):
     Shapes: x (N, C, L) -> y (N, C, Lo), Lo = (L + 2 p - k) // s + 1;
     stride defaults to kernel_size. Computed as MaxPool2d on (N, C, 1, L)
     with a (1, k) window.
+
+    Ops: ``B.max_pool2d_forward``, ``B.max_pool2d_backward``; their NumPy references:
+    ``backend/ops/pool.py``.
     """
 
     def __init__(self, kernel_size, stride=None, padding=0):
@@ -120,6 +126,9 @@ class AvgPool2d(_Pool2d):
 
     Shapes: x (N, C, H, W) -> y (N, C, Ho, Wo). Divisor kh * kw everywhere
     (PyTorch's count_include_pad=True). Backward: the module docstring.
+
+    Ops: ``B.avg_pool2d_forward``, ``B.avg_pool2d_backward``; their NumPy references:
+    ``backend/ops/pool.py``.
     """
 
     def forward(self, x):
@@ -142,6 +151,9 @@ class AdaptiveAvgPool2d(Module):
     (an int for a square; None in a pair keeps that input size).
     ``AdaptiveAvgPool2d(1)`` is global average pooling: y[n, c] is the mean
     of channel c. Windows: the module docstring.
+
+    Ops: ``B.adaptive_avg_pool2d_forward``, ``B.adaptive_avg_pool2d_backward``; their NumPy
+    references: ``backend/ops/pool.py``.
     """
 
     def __init__(self, output_size):

@@ -87,15 +87,13 @@ def detach_state(state):
         return None
     if isinstance(state, (tuple, list)):
         return tuple(detach_state(s) for s in state)
-    return _copy(backend_of(state), state)
+    return backend_of(state).copy(state)
 
 
-def _copy(B, x):
-    """A C-contiguous copy of ``x`` on its own device (numba device arrays have no
-    ``.copy()``; on the CPU this is the same single copy as ``x.copy()``)."""
-    out = B.empty(x.shape, x.dtype)
-    out[:] = x
-    return out
+def _workspace_key(B, steps, rows, dtype):
+    """What a workspace's buffers fit: (T, N, dtype) on one backend (named, not held: a
+    layer is copied and pickled with its workspace)."""
+    return steps, rows, np.dtype(dtype), B.__name__
 
 
 class _Workspace:
@@ -103,7 +101,7 @@ class _Workspace:
 
     def __init__(self, B, layer, steps, rows, dtype):
         L, H, G = layer.num_layers, layer.hidden_size, GATES[layer.kind]
-        self.key = (steps, rows, np.dtype(dtype), B.name)
+        self.key = _workspace_key(B, steps, rows, dtype)
         self.gates = [B.empty((steps, rows, G * H), dtype) for _ in range(L)]
         self.h = [B.empty((steps + 1, rows, H), dtype) for _ in range(L)]
         self.c = [B.empty((steps + 1, rows, H), dtype) for _ in range(L)] \
@@ -192,7 +190,7 @@ class _Recurrent(Module):
         if self.batch_first and x.ndim == 3:
             return B.swap_axes01(x), False
         if not x.flags["C_CONTIGUOUS"]:  # (NumPy's flags and numba's both take this key)
-            x = _copy(B, x)
+            x = B.copy(x)
         return (x.reshape(x.shape[0], 1, x.shape[1]) if x.ndim == 2 else x), x.ndim == 2
 
     def _run(self, x, states):
@@ -203,7 +201,7 @@ class _Recurrent(Module):
         steps, rows = xs.shape[:2]
         dtype = xs.dtype
         ws = self._ws
-        if ws is None or ws.key != (steps, rows, np.dtype(dtype), B.name):
+        if ws is None or ws.key != _workspace_key(B, steps, rows, dtype):
             ws = self._ws = _Workspace(B, self, steps, rows, dtype)
         shape = (self.num_layers, rows, self.hidden_size)
         states = [None if s is None else s.reshape(shape) for s in states]
@@ -222,11 +220,11 @@ class _Recurrent(Module):
 
         top = ws.h[-1][1:]
         if unbatched:
-            output = _copy(B, top.reshape(steps, self.hidden_size))
+            output = B.copy(top.reshape(steps, self.hidden_size))
         elif self.batch_first:
             output = B.swap_axes01(top)
         else:
-            output = _copy(B, top)
+            output = B.copy(top)
         final = []
         for buffers in self._state_buffers(ws):
             s = B.empty(shape, dtype)
@@ -360,6 +358,10 @@ class RNN(_HiddenStateOnly):
         da_t = dh_t * act'(h_t)       dh_{t-1} += da_t W_hh
     then over all steps at once: dW_ih += da^T X, dW_hh += da^T H_prev, db += sum_rows(da),
     dX = da W_ih.
+
+    Ops: ``B.rnn_sequence_forward``, ``B.rnn_sequence_backward``, ``B.swap_axes01``,
+    ``B.matmul``, ``B.dropout_mask``, ``B.dropout_apply``, ``B.axpy``; their NumPy references:
+    ``backend/ops/rnn.py``, ``backend/ops/linalg.py``, ``backend/ops/elementwise.py``.
     """
 
     kind = "rnn"
@@ -403,6 +405,10 @@ class LSTM(_Recurrent):
         dc   = dc f  (for step t-1)                dh_{t-1} += da_t W_hh
     then over all steps at once: dW_ih += da^T X, dW_hh += da^T H_prev,
     db_ih = db_hh += sum_rows(da), dX = da W_ih.
+
+    Ops: ``B.lstm_sequence_forward``, ``B.lstm_sequence_backward``, ``B.swap_axes01``,
+    ``B.matmul``, ``B.dropout_mask``, ``B.dropout_apply``, ``B.axpy``; their NumPy references:
+    ``backend/ops/rnn.py``, ``backend/ops/linalg.py``, ``backend/ops/elementwise.py``.
     """
 
     kind = "lstm"
@@ -459,6 +465,10 @@ class GRU(_HiddenStateOnly):
         dh_{t-1} += dh_t z + dgh_t W_hh
     then over all steps at once: dW_ih += dgx^T X, dW_hh += dgh^T H_prev,
     db_ih += sum_rows(dgx), db_hh += sum_rows(dgh), dX = dgx W_ih.
+
+    Ops: ``B.gru_sequence_forward``, ``B.gru_sequence_backward``, ``B.swap_axes01``,
+    ``B.matmul``, ``B.dropout_mask``, ``B.dropout_apply``, ``B.axpy``; their NumPy references:
+    ``backend/ops/rnn.py``, ``backend/ops/linalg.py``, ``backend/ops/elementwise.py``.
     """
 
     kind = "gru"

@@ -162,6 +162,9 @@ class RNNCell(_Cell):
     backward(grad_h) -> (dx, dh), with da = grad_h * act'(a):
         tanh' = 1 - h'^2, relu' = [h' > 0];  dx = da W_ih,  dh = da W_hh,
         dW_ih += da^T x,  dW_hh += da^T h,  db_ih = db_hh += sum_rows(da).
+
+    Ops: ``B.rnn_cell_forward``, ``B.rnn_cell_backward``, ``B.matmul``, ``B.add_bias``,
+    ``B.sum_rows``; their NumPy references: ``backend/ops/rnn.py``, ``backend/ops/linalg.py``.
     """
 
     kind = "rnn"
@@ -202,6 +205,9 @@ class LSTMCell(_Cell):
         da_o = grad_h * tanh(c') * o (1 - o)     da_i = dc' * g * i (1 - i)
         da_f = dc' * c * f (1 - f)               da_g = dc' * i * (1 - g^2)
         dc   = dc' * f,  and dx, dh, dW, db from da as in every cell.
+
+    Ops: ``B.lstm_cell_forward``, ``B.lstm_cell_backward``, ``B.matmul``, ``B.add_bias``,
+    ``B.sum_rows``; their NumPy references: ``backend/ops/rnn.py``, ``backend/ops/linalg.py``.
     """
 
     kind = "lstm"
@@ -240,6 +246,9 @@ class GRUCell(_Cell):
         dgx = [da_r, da_z, da_n]           dgh = [da_r, da_z, da_n * r]
         dx = dgx W_ih    dh = grad_h z + dgh W_hh
         dW_ih += dgx^T x   dW_hh += dgh^T h   db_ih += sum_rows(dgx)   db_hh += sum_rows(dgh)
+
+    Ops: ``B.matmul``, ``B.add_bias``, ``B.gru_cell_forward``, ``B.gru_cell_backward``,
+    ``B.sum_rows``; their NumPy references: ``backend/ops/linalg.py``, ``backend/ops/rnn.py``.
     """
 
     kind = "gru"

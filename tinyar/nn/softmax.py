@@ -72,6 +72,9 @@ class Softmax(_AlongAxis):
         dL/dx = y * (g - sum_dim(g * y))
 
     computed from the saved output y.
+
+    Ops: ``B.softmax_forward``, ``B.softmax_backward``, ``B.permute``; their NumPy references:
+    ``backend/ops/softmax.py``, ``backend/ops/elementwise.py``.
     """
 
     def forward(self, x):
@@ -95,6 +98,9 @@ class LogSoftmax(_AlongAxis):
         dL/dx = g - exp(y) * sum_dim(g)
 
     computed from the saved output y (exp(y) is the softmax).
+
+    Ops: ``B.log_softmax_forward``, ``B.log_softmax_backward``, ``B.permute``; their NumPy
+    references: ``backend/ops/softmax.py``, ``backend/ops/elementwise.py``.
     """
 
     def forward(self, x):

@@ -135,8 +135,8 @@ def split_validation(y, fraction, rng):
 
     Stratified by largest remainder: class c of n_c images gives floor(f n_c) images,
     and the rest of the total round(f N) (at least 1) go to the classes with the largest
-    fractional parts (ties broken by ``rng``). Every class keeps at least one training
-    image. ``fraction`` 0: no validation set.
+    fractional parts (ties broken by ``rng``), one each: a class holds out f n_c rounded
+    down or up. Every class keeps at least one training image. ``fraction`` 0: no validation set.
     """
     if fraction <= 0:
         return np.arange(y.size), np.zeros(0, np.int64)
@@ -149,7 +149,7 @@ def split_validation(y, fraction, rng):
     for i in order:
         if take.sum() >= total:
             break
-        if room[i] > 0:
+        if room[i] > 0 and quota[i] > take[i]:  # at most its quota rounded up
             take[i] += 1
             room[i] -= 1
     take = np.minimum(take, counts - 1)
@@ -191,7 +191,9 @@ def pretrain(model, x, steps, batch, lr, quiet=False):
 
 def evaluate(model, x, y, hierarchy, decode):
     coarse, fine = model.predict_levels(x, decode)
-    return hierarchical_report(hierarchy, y, fine, coarse if model.head_kind == "multilevel"
+    # a flat head's coarse level is read off its fine distribution: the report then
+    # takes each fine prediction's class (``predicts_coarse``)
+    return hierarchical_report(hierarchy, y, fine, coarse if model.head.predicts_coarse
                                else None)
 
 

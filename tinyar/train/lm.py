@@ -382,7 +382,7 @@ class LMTraining:
     def _carried_state(self, extra, path):
         """The recurrent state the next batch starts from, on the model's device."""
         saved = extra.get("state") if isinstance(extra, dict) else None
-        if saved is None or self.model.backbone != "rnn":
+        if saved is None or self.model.backbone_kind != "rnn":
             return None
         parts = list(saved) if isinstance(saved, (list, tuple)) else [saved]
         expected = (self.config.layers, self.config.batch, self.config.hidden)
@@ -499,8 +499,7 @@ class LMTraining:
         seconds = time.perf_counter() - self.started
         record = {"step": step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
                   "grad_norm": float(grad_norm), "seconds": seconds}
-        if self.model.head_kind == "multilevel":
-            record["class_loss"], record["word_loss"] = self.model.head.last_losses
+        record.update(self.model.head.loss_parts())  # the multi-level head: its levels
         self.history.append(record)
         last = step == self.total or 0 < config.max_seconds <= seconds
         due = {"eval": step % config.eval_every == 0 or last,

@@ -11,7 +11,7 @@ from numba import njit
 
 from ._util import ERROR_MODEL, contiguous
 
-__all__ = ["embedding_forward", "embedding_backward"]
+__all__ = ["embedding_forward", "embedding_backward", "gather_rows", "scatter_add_rows"]
 
 
 def _flat_indices(indices):
@@ -65,3 +65,13 @@ def embedding_backward(grad, indices, padding_idx, grad_weight):
     _scatter_add(grad, _flat_indices(indices), -1 if padding_idx is None else int(padding_idx),
                  grad_weight)
     return grad_weight
+
+
+def gather_rows(x, indices, out=None):
+    """out[i] = x[indices[i]]: the embedding lookup's kernel, for any rows."""
+    return embedding_forward(x, indices, out)
+
+
+def scatter_add_rows(rows, indices, out):
+    """out[indices[i]] += rows[i]: the embedding backward's kernel, for any rows."""
+    return embedding_backward(rows, indices, None, out)

@@ -19,7 +19,9 @@ from ._util import count_launches  # noqa: F401  (kernel launches of a block of 
 name = "cuda"
 
 # The backend protocol (backend/ops: ``protocol()``), file by file.
-from .memory import empty, zeros, asarray, copy, contiguous, to_host, is_array
+from .memory import (
+    empty, zeros, asarray, copy, contiguous, to_host, is_array, workspace_bytes,
+    multiplies_stacks)
 from .linalg import matmul, add_bias, sum_rows, axpy
 from .elementwise import (
     relu_forward, relu_backward, leaky_relu_forward, leaky_relu_backward, tanh_forward,
@@ -32,7 +34,7 @@ from .loss import (
 from .norm import (
     layer_norm_forward, layer_norm_backward, batch_norm_forward_train, batch_norm_forward_eval,
     batch_norm_backward, batch_norm_backward_eval, batch_norm_update_running)
-from .embedding import embedding_forward, embedding_backward
+from .embedding import embedding_forward, embedding_backward, gather_rows, scatter_add_rows
 from .optim import (
     sgd_step, adagrad_step, rmsprop_step, adam_step, sum_of_squares, zero_, scale_, clamp_)
 from .rnn import (
@@ -40,7 +42,9 @@ from .rnn import (
     lstm_cell_forward, lstm_cell_backward, lstm_sequence_forward, lstm_sequence_backward,
     gru_cell_forward, gru_cell_backward, gru_sequence_forward, gru_sequence_backward,
     swap_axes01)
-from .conv import im2col, col2im, to_batch_major, to_channel_major, add_channel_bias, channel_sums
+from .conv import (
+    im2col, col2im, to_batch_major, to_channel_major, add_channel_bias, channel_sums,
+    conv_weight_grad)
 from .pool import (
     max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,
     adaptive_avg_pool2d_forward, adaptive_avg_pool2d_backward)

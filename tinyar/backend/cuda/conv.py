@@ -40,9 +40,10 @@ from numba import cuda
 
 from ._util import (ROW_THREADS, block_sum, contiguous, device, fill, flat, launch_flat,
                     launch_rows, out_like, scratch, updated_in_place, zeros)
+from .linalg import matmul
 
 __all__ = ["im2col", "col2im", "to_batch_major", "to_channel_major", "add_channel_bias",
-           "channel_sums"]
+           "channel_sums", "conv_weight_grad"]
 
 
 def _output_size(size, kernel, stride, pad_before, pad_after, dilation):
@@ -233,3 +234,7 @@ def channel_sums(x, out=None, accumulate=False):
     launch_rows(_channel_sums, x.shape[1], x, flat(out))
     return out
 
+
+def conv_weight_grad(grad, cols, out):
+    """out += grad @ cols^T: one launch, no temporary (the product accumulates in place)."""
+    return matmul(grad, cols, out=out, trans_b=True, accumulate=True)

@@ -16,7 +16,7 @@ from numba import cuda
 
 from ._util import contiguous, device, flat, launch_flat, out_like, updated_in_place
 
-__all__ = ["embedding_forward", "embedding_backward"]
+__all__ = ["embedding_forward", "embedding_backward", "gather_rows", "scatter_add_rows"]
 
 
 def _flat_indices(indices, vocab):
@@ -74,3 +74,13 @@ def embedding_backward(grad, indices, padding_idx, grad_weight):
     launch_flat(_scatter_add, grad.size, grad, flat_indices,
                 -1 if padding_idx is None else int(padding_idx), grad_weight)
     return grad_weight
+
+
+def gather_rows(x, indices, out=None):
+    """out[i] = x[indices[i]]: the embedding lookup's kernel, for any rows."""
+    return embedding_forward(x, indices, out)
+
+
+def scatter_add_rows(rows, indices, out):
+    """out[indices[i]] += rows[i]: the embedding backward's kernel, for any rows."""
+    return embedding_backward(rows, indices, None, out)

@@ -9,7 +9,9 @@ import numpy as np
 from ._util import contiguous  # noqa: F401  (defined beside the kernel helpers that use it)
 from ._util import device_empty, fill, host_to_device, is_device_array
 
-__all__ = ["empty", "zeros", "asarray", "copy", "contiguous", "to_host", "is_array"]
+__all__ = ["empty", "zeros", "asarray", "copy", "contiguous", "to_host", "is_array",
+           "workspace_bytes",
+           "multiplies_stacks"]
 
 
 def empty(shape, dtype=np.float32):
@@ -47,3 +49,15 @@ def to_host(x):
 def is_array(x):
     """Whether ``x`` is an array of this backend (a device array)."""
     return is_device_array(x)
+
+
+def workspace_bytes():
+    """1 GiB: on a GPU the whole batch's columns in one piece (one launch per product)."""
+    return 1 << 30
+
+
+def multiplies_stacks():
+    """No: this backend's matmul is 2-d and a device array has no 3-d transposed views,
+    so on a GPU a convolution takes one product for the batch (and the reordering
+    after it is one cheap kernel there)."""
+    return False

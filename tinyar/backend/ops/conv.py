@@ -143,3 +143,14 @@ def channel_sums(x, out=None, accumulate=False):
     """out = x.sum(axis=(0, 2)), or out += ... when accumulate (a bias gradient)."""
     s = x.sum(axis=(0, 2))
     return out + s if accumulate else s
+
+
+@op("grad: (O, M); cols: (K, M); out: (O, K); updates out",
+    example=lambda rng, dtype: dict(grad=rng.standard_normal((4, 9)).astype(dtype),
+                                    cols=rng.standard_normal((6, 9)).astype(dtype),
+                                    out=rng.standard_normal((4, 6)).astype(dtype)),
+    inplace=("out",))
+def conv_weight_grad(grad, cols, out):
+    """out += grad @ cols^T: a convolution's weight gradient, dL/dW += G cols^T, with G
+    the output gradient (O, N*P) and cols the im2col columns (K, N*P)."""
+    return (out + grad @ cols.T,)

@@ -37,3 +37,25 @@ def embedding_backward(grad, indices, padding_idx, grad_weight):
     out = grad_weight.copy()
     np.add.at(out, flat_idx, flat_grad)
     return (out,)
+
+
+# The same two kernels, named for what other layers use them for: the multi-level head
+# sorts its rows by class (a gather) and scatters the gradient back.
+@op("x: (V, D); indices: integer, 1-D; out: (len(indices), D)",
+    example=lambda rng, dtype: dict(x=rng.standard_normal((7, 3)).astype(dtype),
+                                    indices=np.array([4, 0, 6, 4, 2], np.int64)))
+def gather_rows(x, indices, out=None):
+    """out[i] = x[indices[i]]."""
+    return x[indices]
+
+
+@op("rows: (M, D); indices: integer (M,); out: (V, D); updates out",
+    example=lambda rng, dtype: dict(rows=rng.standard_normal((5, 3)).astype(dtype),
+                                    indices=np.array([4, 0, 6, 4, 2], np.int64),
+                                    out=rng.standard_normal((7, 3)).astype(dtype)),
+    inplace=("out",))
+def scatter_add_rows(rows, indices, out):
+    """out[indices[i]] += rows[i] (an index used k times gets k contributions)."""
+    result = out.copy()
+    np.add.at(result, indices, rows)
+    return (result,)

@@ -15,6 +15,12 @@ an ``@op`` reference each is declared here by its NumPy meaning, which
     contiguous(x)                  x itself when C-contiguous, else a C-contiguous copy
     to_host(x)                     a NumPy array with x's values (a copy from a device)
     is_array(x)                    whether x is an array of this backend
+    workspace_bytes()              the most bytes a layer should put in one temporary
+                                   work buffer (a convolution's im2col columns): the
+                                   backend's choice between memory and launches
+    multiplies_stacks()            whether matmul multiplies stacks of strided views,
+                                   (N, M, K) @ (N, K, P) (a layer then takes one product
+                                   per sample where that beats one for the batch)
 """
 import numpy as np
 
@@ -27,4 +33,6 @@ MEMORY = {
     "contiguous": np.ascontiguousarray,
     "to_host": np.asarray,
     "is_array": lambda x: isinstance(x, np.ndarray),
+    "workspace_bytes": lambda: 64 << 20,
+    "multiplies_stacks": lambda: True,
 }
