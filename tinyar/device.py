@@ -13,11 +13,8 @@ runs the CUDA kernels in numba's simulator: same results, far slower.
 """
 import numpy as np
 
-from .backend import backend_of, get_backend
+from .backend import backend_of, get_backend, resolve_device
 from .errors import DeviceError
-
-DEVICES = ("cpu", "cuda")
-
 
 def cuda_available():
     """True when ``"cuda"`` works here: a CUDA GPU, or numba's CUDA simulator."""
@@ -31,13 +28,6 @@ def cuda_available():
         return False
 
 
-def _device_name(device):
-    name = str(device).split(":")[0]
-    if name not in DEVICES:
-        raise DeviceError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
-    return name
-
-
 def device_of(x):
     """``"cpu"`` for a NumPy array, ``"cuda"`` for a device array."""
     return backend_of(x).name
@@ -45,7 +35,7 @@ def device_of(x):
 
 def to_device(x, device):
     """``x`` (an array, list or number) on ``device``; no copy when it is already there."""
-    name = _device_name(device)
+    name = resolve_device(device)
     if name == "cuda" and not cuda_available():
         raise DeviceError(_no_gpu_message())
     target = get_backend(name)

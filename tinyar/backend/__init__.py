@@ -10,11 +10,22 @@ import numpy as np
 from ..errors import DeviceError
 
 _BACKENDS = {}
+DEVICES = ("cpu", "cuda")
+
+
+def resolve_device(device):
+    """The backend name of a device: ``"cpu"``, or ``"cuda"`` for ``"cuda"`` and
+    ``"cuda:N"``; anything else is a ``DeviceError``. The one place device names are
+    read (``get_backend``, ``tinyar.to_device``, the command line's ``--device``)."""
+    name = str(device).split(":")[0]
+    if name not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+    return name
 
 
 def get_backend(device="cpu"):
     """The backend module for a device name: ``"cpu"`` or ``"cuda"``."""
-    device = str(device).split(":")[0]
+    device = resolve_device(device)
     if device not in _BACKENDS:
         if device == "cpu":
             from . import cpu as module
@@ -25,8 +36,6 @@ def get_backend(device="cpu"):
                 raise DeviceError(
                     f"device 'cuda' could not be loaded ({exc}); install the cuda extra "
                     f"(pip install tinyar[cuda]) or use device='cpu'") from exc
-        else:
-            raise DeviceError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
         _BACKENDS[device] = module
     return _BACKENDS[device]
 

@@ -6,7 +6,8 @@ corpus or deep inside the first kernel launch.
 """
 import sys
 
-from ..device import _device_name, _no_gpu_message, cuda_available
+from ..backend import resolve_device
+from ..device import _no_gpu_message, cuda_available
 from ..errors import DeviceError
 
 SIMULATOR_NOTE = ("note: NUMBA_ENABLE_CUDASIM=1 is set: the CUDA kernels run in numba's "
@@ -16,7 +17,7 @@ SIMULATOR_NOTE = ("note: NUMBA_ENABLE_CUDASIM=1 is set: the CUDA kernels run in 
 
 def check_device(device):
     """Raise ``DeviceError`` when ``device`` is unknown or cannot run here; return its name."""
-    name = _device_name(device)
+    name = resolve_device(device)
     if name == "cuda" and not cuda_available():
         raise DeviceError(_no_gpu_message())
     if name == "cuda" and _simulated() and not _announced:
