@@ -22,9 +22,7 @@ confusion_fine.png, loss_curve.png. ``train_classifier(config, resume=RUN)``
 continues an interrupted run exactly; it may change ``RESUMABLE`` (``epochs``,
 ``early_stop``, ``device``, ``decode``), nothing else.
 """
-import contextlib
 import hashlib
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -35,8 +33,7 @@ from .. import checkpoint
 from ..data import Augment, datasets, flip_allowed
 from ..data.augment import FLIP_ALLOWED
 from ..nn.hierarchy import ClassHierarchy
-from ..errors import (CheckpointError, ConfigError, FileError, NumericalError, ShapeError,
-                      TinyarError)
+from ..errors import CheckpointError, ConfigError, NumericalError, ShapeError, TinyarError
 from ..inspect.confusion import plot_level_confusions
 from ..models.classifiers import CNNClassifier, RowRNNClassifier
 from ..nn.multilevel import LevelWeightSchedule
@@ -47,10 +44,9 @@ from ..random import generator, manual_seed
 from .config import ClassifyConfig
 from .metrics import format_report, hierarchical_report
 from .placement import check_device, place
-from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, apply_overrides, buffer_copies,
-                  check_kind, config_from_meta, default_folder, figure_of, is_finite,
-                  meta_field, note, restore_buffers, rng_state, save_or_rescue, set_rng_state,
-                  sync_log, validate, weights_finite)
+from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_overrides,
+                  buffer_copies, check_kind, config_from_meta, default_folder, figure_of,
+                  is_finite, meta_field, note, rng_state, set_rng_state, sync_log, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 RESUMABLE = frozenset({"epochs", "early_stop", "device", "decode"})
@@ -286,10 +282,15 @@ def train_classifier(config: ClassifyConfig, resume=None, overrides=None, quiet=
             training.run.close()
 
 
-class ClassifierTraining:
+class ClassifierTraining(TrainingRun):
     """One classifier training run (see ``LMTraining`` in lm.py for the scheme: a step
     computes, then updates under ``Interrupts.critical``; the epoch's report is recorded
     as pending before it runs)."""
+
+    COMMAND, RESCUE_PREFIX = "classify", "classify"
+
+    def _position(self):
+        return f"step {self.progress['step']} (epoch {self.progress['epoch'] + 1})"
 
     def __init__(self, quiet):
         self.quiet = quiet
@@ -329,16 +330,6 @@ class ClassifierTraining:
                 print("\ninterrupted before the first checkpoint: nothing to resume",
                       file=sys.stderr)
             self.run.close(abandon=self.saved_step is None)
-            raise
-
-    def open_resumed(self, folder, overrides):
-        self.run = run = RunFolder(folder)
-        path = run.path(run.checkpoint_name("last"))
-        run.open_for_writing(fresh=False)
-        try:
-            self._resume_from(path, overrides)
-        except BaseException:
-            run.close()
             raise
 
     def _resume_from(self, path, overrides):
@@ -407,25 +398,6 @@ class ClassifierTraining:
         t_max = self.scheduler.T_max  # of the run's (possibly new) length: stretched to it
         self.scheduler.load_state_dict(saved)
         self.scheduler.T_max = max(t_max, self.scheduler.warmup_steps + 1)
-
-    def _check_best_file(self):
-        step = self.progress["step"]
-        if self.best.step is None:
-            return
-        try:
-            saved = self.run.read_meta(BEST)["progress"]["step"]
-        except (TinyarError, OSError, KeyError, TypeError):
-            saved = None
-        if saved == self.best.step:
-            return
-        if self.best.step == step:
-            self._save_best(self.run)
-            return
-        note(f"{self.run.path(BEST)} is not the checkpoint of the best step {self.best.step}: "
-             f"removed; the best model is tracked afresh")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.run.path(BEST))  # not the run's best: never loaded as if it were
-        self.best = Best()
 
     # --- the loop --------------------------------------------------------------------------
     def train(self):
@@ -540,78 +512,11 @@ class ClassifierTraining:
         return {"config": asdict(self.config), "history": self.history, "progress": progress,
                 "best": best, "best_step": self.best.step, "pretrain_losses": self.pre_losses}
 
-    def _best_meta(self):
-        meta = self.meta()
-        meta.update(progress={"step": self.best.step}, history=None, scheduler=None,
-                    which="best")
-        return meta
-
-    def _save_best(self, run):
-        if self.best.step == self.progress["step"]:
-            run.save_checkpoint(BEST, self.model, self._best_meta())
-        elif self.best_weights is not None:
-            current = self.model.state_dict()
-            self.model.load_state_dict(self.best_weights)
-            try:
-                run.save_checkpoint(BEST, self.model, self._best_meta())
-            finally:
-                self.model.load_state_dict(current)
-
     def write(self, run, with_best):
         run.save_checkpoint(LAST, self.model, self.meta(), optimizer=self.optimizer)
         if with_best:
             self._save_best(run)
         run.write_json(LOG, self.log())
-
-    def save(self, final=False):
-        step = self.progress["step"]
-        with_best = self.best.step == step
-        with self.interrupts.critical(deliver=False):
-            if final:
-                folder = save_or_rescue(self.run, "classify",
-                                        lambda run: self.write(run, with_best or
-                                                               run is not self.run))
-            else:
-                try:
-                    self.write(self.run, with_best)
-                    folder = self.run.folder
-                except (OSError, FileError) as exc:  # keep training: the last save rescues
-                    print(f"tinyar classify: warning: checkpoint at step {step} not saved "
-                          f"({exc})", file=sys.stderr)
-                    return None
-        self.saved_step, self.last_save = step, time.perf_counter()
-        if self.interrupts.pending and not final:
-            self.interrupts.pending = False
-            raise KeyboardInterrupt
-        return folder
-
-    def interrupted(self):
-        if self.phase == "update":
-            print(f"\ninterrupted in the middle of an update: the checkpoint of step "
-                  f"{self.saved_step} in {self.run.folder} is kept; continue with: "
-                  f"tinyar classify --resume {self.run.folder}")
-            return
-        if self.phase == "compute":
-            restore_buffers(self.model, self.buffers)
-        self.phase = "idle"
-        folder = self.save(final=True)
-        print(f"\ninterrupted at step {self.progress['step']} (epoch "
-              f"{self.progress['epoch'] + 1}): checkpoint saved in {folder}; continue with: "
-              f"tinyar classify --resume {folder}")
-
-    def diverged(self, what, value):
-        step = self.progress["step"] + 1
-        self.bar.close()
-        restore_buffers(self.model, self.buffers)
-        self.phase = "idle"
-        if weights_finite(self.model):
-            folder = self.save(final=True)
-            kept = f"the state after step {step - 1} is saved in {folder}"
-        else:
-            kept = f"the checkpoint of step {self.saved_step} in {self.run.folder} is kept"
-        raise NumericalError(f"step {step}: the {what} is {value} (training diverged); {kept}; "
-                             f"start again with a lower --lr (now {self.config.lr:g}) or a "
-                             f"--clip")
 
     def finish(self):
         step = self.progress["step"]

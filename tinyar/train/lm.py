@@ -24,9 +24,7 @@ reports (``eval_every``, ``sample_every``, ``checkpoint_every``, ``sample_tokens
 and are refused. ``max_seconds`` counts the run's whole training time, earlier parts
 included. New ``steps`` stretch the cosine schedule to the new length.
 """
-import contextlib
 import hashlib
-import os
 import math
 import sys
 import time
@@ -38,8 +36,7 @@ from .. import checkpoint
 from ..data import CharTokenizer, StreamBatcher, Tokenizer, WordTokenizer, load_corpus, split
 from ..nn.hierarchy import ClassHierarchy
 from ..device import device_of, to_device
-from ..errors import (CheckpointError, ConfigError, FileError, NumericalError, ShapeError,
-                      TinyarError)
+from ..errors import CheckpointError, ConfigError, ShapeError, TinyarError
 from ..models import AutoregressiveLM, bits_per_token, perplexity
 from ..optim import SGD, Adagrad, Adam, AdamW, RMSprop, clip_grad_norm_
 from ..optim.lr_scheduler import CosineAnnealingLR
@@ -47,11 +44,10 @@ from ..progress import ProgressBar
 from ..random import manual_seed
 from .config import LMConfig
 from .placement import check_device, place
-from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, apply_overrides, buffer_copies,
-                  check_kind, config_from_meta, default_folder, figure_of, is_finite,
-                  merge_records, meta_field, note, recorder_prefix, restore_buffers, rng_state,
-                  save_or_rescue, set_rng_state, start_recorder_at, sync_log, validate,
-                  weights_finite)
+from .run import (LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_overrides,
+                  buffer_copies, check_kind, config_from_meta, default_folder, figure_of,
+                  is_finite, merge_records, meta_field, recorder_prefix, rng_state, set_rng_state,
+                  start_recorder_at, sync_log, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
 RESUMABLE = frozenset({"steps", "epochs", "max_seconds", "device", "early_stop", "eval_every",
@@ -228,7 +224,7 @@ def train_lm(config: LMConfig, resume=None, overrides=None, quiet=False, steps=N
             training.run.close()
 
 
-class LMTraining:
+class LMTraining(TrainingRun):
     """One language-model training run: its state, and the steps that change it.
 
     The state a checkpoint holds is ``progress`` (step, tokens, seconds, data position,
@@ -241,6 +237,8 @@ class LMTraining:
     is recorded as pending before it runs, so an interrupt during it resumes by
     running it again from the same state.
     """
+
+    COMMAND, RESCUE_PREFIX = "train", "lm"
 
     def __init__(self, quiet):
         self.quiet = quiet
@@ -278,17 +276,6 @@ class LMTraining:
             self.save()  # step 0: a run killed before its first checkpoint can resume
         except BaseException:
             self.run.close(abandon=self.saved_step is None)
-            raise
-
-    def open_resumed(self, folder, overrides):
-        self.run = run = RunFolder(folder)
-        name = run.checkpoint_name("last")
-        path = run.path(name)
-        run.open_for_writing(fresh=False)
-        try:
-            self._resume_from(path, overrides)
-        except BaseException:
-            run.close()
             raise
 
     def _resume_from(self, path, overrides):
@@ -394,27 +381,6 @@ class LMTraining:
         device = device_of(self.model.flat_parameters().data)
         parts = [to_device(np.asarray(p, self.model.dtype), device) for p in parts]
         return tuple(parts) if count == 2 else parts[0]
-
-    def _check_best_file(self):
-        """``best.npz`` must be the checkpoint of ``best.step`` (a crash can fall between the
-        two writes); rewritten when the loaded weights are that step's, else tracked afresh."""
-        step = self.progress["step"]
-        if self.best.step is None:
-            return
-        try:
-            saved = self.run.read_meta(BEST)["progress"]["step"]
-        except (TinyarError, OSError, KeyError, TypeError):
-            saved = None
-        if saved == self.best.step:
-            return
-        if self.best.step == step:
-            self._save_best(self.run)
-            return
-        note(f"{self.run.path(BEST)} is not the checkpoint of the best step {self.best.step}: "
-             f"removed; the best model is tracked afresh from step {step + 1}")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.run.path(BEST))  # not the run's best: never loaded as if it were
-        self.best = Best()
 
     def _start_recorder(self, prefix):
         config = self.config
@@ -560,25 +526,6 @@ class LMTraining:
         return {"config": asdict(self.config), "history": self.history, "progress": progress,
                 "best": self.best.to_dict(), "best_step": self.best.step}
 
-    def _best_meta(self):
-        meta = self.meta()
-        meta.update(progress={"step": self.best.step}, history=None, scheduler=None,
-                    which="best")
-        return meta
-
-    def _save_best(self, run):
-        """``best.npz``: the current weights when they are the best, else the kept copy."""
-        step = self.progress["step"]
-        if self.best.step == step:
-            run.save_checkpoint(BEST, self.model, self._best_meta())
-        elif self.best_weights is not None:
-            current = self.model.state_dict()
-            self.model.load_state_dict(self.best_weights)
-            try:
-                run.save_checkpoint(BEST, self.model, self._best_meta())
-            finally:
-                self.model.load_state_dict(current)
-
     def write(self, run, with_best):
         """The checkpoint first, then what derives from it; ``best.npz`` right after the
         checkpoint that first records its step."""
@@ -594,56 +541,6 @@ class LMTraining:
         if self.recorder is not None:
             run.write_json("recorder.json", merge_records(self.recorder_saved,
                                                           self.recorder.to_dict()))
-
-    def save(self, final=False):
-        """A checkpoint now (``final``: into a rescue folder if the run folder fails)."""
-        step = self.progress["step"]
-        with_best = self.best.step == step
-        with self.interrupts.critical(deliver=False):
-            if final:
-                folder = save_or_rescue(self.run, "lm",
-                                        lambda run: self.write(run, with_best or
-                                                               run is not self.run))
-            else:
-                try:
-                    self.write(self.run, with_best)
-                    folder = self.run.folder
-                except (OSError, FileError) as exc:  # keep training: the last save rescues
-                    print(f"tinyar train: warning: checkpoint at step {step} not saved "
-                          f"({exc})", file=sys.stderr)
-                    return None
-        self.saved_step = step
-        if self.interrupts.pending and not final:
-            self.interrupts.pending = False
-            raise KeyboardInterrupt
-        return folder
-
-    def interrupted(self):
-        if self.phase == "update":
-            print(f"\ninterrupted in the middle of an update: the checkpoint of step "
-                  f"{self.saved_step} in {self.run.folder} is kept; continue with: "
-                  f"tinyar train --resume {self.run.folder}")
-            return
-        if self.phase == "compute":
-            restore_buffers(self.model, self.buffers)
-        self.phase = "idle"
-        folder = self.save(final=True)
-        print(f"\ninterrupted at step {self.progress['step']}: checkpoint saved in {folder}; "
-              f"continue with: tinyar train --resume {folder}")
-
-    def diverged(self, what, value):
-        step = self.progress["step"] + 1
-        self.bar.close()
-        restore_buffers(self.model, self.buffers)
-        self.phase = "idle"
-        if weights_finite(self.model):
-            folder = self.save(final=True)
-            kept = f"the state after step {step - 1} is saved in {folder}"
-        else:
-            kept = f"the checkpoint of step {self.saved_step} in {self.run.folder} is kept"
-        raise NumericalError(f"step {step}: the {what} is {value} (training diverged); {kept}; "
-                             f"start again with a lower --lr (now {self.config.lr:g}) or a "
-                             f"--clip")
 
     def finish(self):
         step = self.progress["step"]

@@ -36,7 +36,8 @@ import time
 import numpy as np
 
 from .. import checkpoint, fileio
-from ..errors import CheckpointError, ConfigError, FileError
+from ..errors import (CheckpointError, ConfigError, FileError, NumericalError,
+                      TinyarError)
 
 LAST, BEST = "model.npz", "best.npz"
 LOG = "log.json"
@@ -482,3 +483,118 @@ def start_recorder_at(recorder, step):
     if hasattr(recorder, "_step") and hasattr(recorder, "_snapshot"):
         recorder._step = int(step)
         recorder._snapshot()
+
+
+# --- what both training loops do the same way --------------------------------------------
+class TrainingRun:
+    """The parts of a training run that ``LMTraining`` (``lm.py``) and ``ClassifierTraining``
+    (``classify.py``) share: resuming, saving (with a rescue folder), keeping ``best.npz``,
+    and what happens on Ctrl-C or a diverging loss. A subclass sets ``COMMAND`` (the
+    ``tinyar`` subcommand, for messages) and provides ``meta()``, ``write(run, with_best)``
+    and ``_resume_from(path, overrides)``."""
+
+    COMMAND = None
+
+    def open_resumed(self, folder, overrides):
+        self.run = run = RunFolder(folder)
+        path = run.path(run.checkpoint_name("last"))
+        run.open_for_writing(fresh=False)
+        try:
+            self._resume_from(path, overrides)
+        except BaseException:
+            run.close()
+            raise
+
+    def _check_best_file(self):
+        """``best.npz`` must be the checkpoint of ``best.step`` (a crash can fall between the
+        two writes); rewritten when the loaded weights are that step's, else tracked afresh."""
+        step = self.progress["step"]
+        if self.best.step is None:
+            return
+        try:
+            saved = self.run.read_meta(BEST)["progress"]["step"]
+        except (TinyarError, OSError, KeyError, TypeError):
+            saved = None
+        if saved == self.best.step:
+            return
+        if self.best.step == step:
+            self._save_best(self.run)
+            return
+        note(f"{self.run.path(BEST)} is not the checkpoint of the best step {self.best.step}: "
+             f"removed; the best model is tracked afresh from step {step + 1}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.run.path(BEST))  # not the run's best: never loaded as if it were
+        self.best = Best()
+
+    def _best_meta(self):
+        meta = self.meta()
+        meta.update(progress={"step": self.best.step}, history=None, scheduler=None,
+                    which="best")
+        return meta
+
+    def _save_best(self, run):
+        """``best.npz``: the current weights when they are the best, else the kept copy."""
+        if self.best.step == self.progress["step"]:
+            run.save_checkpoint(BEST, self.model, self._best_meta())
+        elif self.best_weights is not None:
+            current = self.model.state_dict()
+            self.model.load_state_dict(self.best_weights)
+            try:
+                run.save_checkpoint(BEST, self.model, self._best_meta())
+            finally:
+                self.model.load_state_dict(current)
+
+    def save(self, final=False):
+        """A checkpoint now (``final``: into a rescue folder if the run folder fails)."""
+        step = self.progress["step"]
+        with_best = self.best.step == step
+        with self.interrupts.critical(deliver=False):
+            if final:
+                folder = save_or_rescue(self.run, self.RESCUE_PREFIX,
+                                        lambda run: self.write(run, with_best or
+                                                               run is not self.run))
+            else:
+                try:
+                    self.write(self.run, with_best)
+                    folder = self.run.folder
+                except (OSError, FileError) as exc:  # keep training: the last save rescues
+                    print(f"tinyar {self.COMMAND}: warning: checkpoint at step {step} not "
+                          f"saved ({exc})", file=sys.stderr)
+                    return None
+        self.saved_step, self.last_save = step, time.perf_counter()
+        if self.interrupts.pending and not final:
+            self.interrupts.pending = False
+            raise KeyboardInterrupt
+        return folder
+
+    def _position(self):
+        """Where training stands, for the interruption message."""
+        return f"step {self.progress['step']}"
+
+    def interrupted(self):
+        resume = f"tinyar {self.COMMAND} --resume"
+        if self.phase == "update":
+            print(f"\ninterrupted in the middle of an update: the checkpoint of step "
+                  f"{self.saved_step} in {self.run.folder} is kept; continue with: "
+                  f"{resume} {self.run.folder}")
+            return
+        if self.phase == "compute":
+            restore_buffers(self.model, self.buffers)
+        self.phase = "idle"
+        folder = self.save(final=True)
+        print(f"\ninterrupted at {self._position()}: checkpoint saved in {folder}; continue "
+              f"with: {resume} {folder}")
+
+    def diverged(self, what, value):
+        step = self.progress["step"] + 1
+        self.bar.close()
+        restore_buffers(self.model, self.buffers)
+        self.phase = "idle"
+        if weights_finite(self.model):
+            folder = self.save(final=True)
+            kept = f"the state after step {step - 1} is saved in {folder}"
+        else:
+            kept = f"the checkpoint of step {self.saved_step} in {self.run.folder} is kept"
+        raise NumericalError(f"step {step}: the {what} is {value} (training diverged); {kept}; "
+                             f"start again with a lower --lr (now {self.config.lr:g}) or a "
+                             f"--clip")
