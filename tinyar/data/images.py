@@ -605,7 +605,8 @@ def _from_zip(path, names, ndims):
                     arrays[n] = read_idx(member, name=f"{path}: {members[n].filename}",
                                          ndim=ndim)
             return arrays
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, *_STREAM_ERRORS) as e:
+    # RuntimeError: a damaged directory can claim a zip feature zipfile does not implement
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, *_STREAM_ERRORS) as e:
         raise ImageFileError(f"{path}: not a readable zip archive, or a truncated one "
                              f"({e})") from None
 

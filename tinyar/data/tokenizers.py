@@ -288,18 +288,18 @@ class Tokenizer:
     # What the subclasses fill in.
     def _count(self, text):
         """Distinct tokens of ``text`` and how often each occurs: (list, list)."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
     def _lookup(self, text):
         """(int64 ids with anything at unknown positions, bool mask of unknown positions)."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
     def _tokens_at(self, text, mask):
         """The tokens of ``text`` where ``mask`` is True."""
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
     def _join(self, ids):
-        raise NotImplementedError
+        raise NotImplementedError  # abstract
 
 
 def _is_int(value):
