@@ -76,14 +76,7 @@ def _demo(args):
 def _train(args):
     from .train import lm
     given = given_options(args, LMConfig)
-    resume = read_argument(args, "resume", RESUME)
-    if resume is not None:
-        _check_backend()
-        lm.train_lm(LMConfig(), resume=resume, overrides=given)
-        return
-    config = LMConfig(**given).validate(given)
-    _check_backend()
-    lm.train_lm(config)
+    _start_training(lm.train_lm, LMConfig, given, read_argument(args, "resume", RESUME))
 
 
 def _sample(args):
@@ -127,13 +120,19 @@ def _classify(args):
         return
     if last:
         raise ConfigError("--last: needs --eval RUN (it picks the checkpoint to evaluate)")
+    _start_training(classify.train_classifier, ClassifyConfig, given, resume)
+
+
+def _start_training(train, config_class, given, resume):
+    """Continue run ``resume`` (the options given are its overrides, which the training
+    checks), or start a run from the given options, validated before any work."""
     if resume is not None:
         _check_backend()
-        classify.train_classifier(ClassifyConfig(), resume=resume, overrides=given)
+        train(config_class(), resume=resume, overrides=given)
         return
-    config = ClassifyConfig(**given).validate(given)
+    config = config_class(**given).validate(given)
     _check_backend()
-    classify.train_classifier(config)
+    train(config)
 
 
 def _evaluate_classifier(classify, run, given, last):

@@ -46,7 +46,8 @@ from .metrics import format_report, hierarchical_report
 from .placement import check_device, place
 from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_overrides,
                   buffer_copies, check_kind, config_from_meta, default_folder, figure_of,
-                  is_finite, meta_field, note, rng_state, set_rng_state, sync_log, validate)
+                  is_finite, meta_field, note, rebuilt, rng_state, set_rng_state, sync_log,
+                  validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 RESUMABLE = frozenset({"epochs", "early_stop", "device", "decode"})
@@ -216,12 +217,8 @@ def _classifier_of(path, meta, config, image_shape, hierarchy):
 
 
 def _hierarchy_of(meta, path):
-    try:
-        return ClassHierarchy.from_dict(meta_field(meta, "hierarchy", dict, path))
-    except CheckpointError:
-        raise
-    except TinyarError as exc:
-        raise CheckpointError(f"{path}: its hierarchy cannot be used ({exc})") from None
+    return rebuilt(path, "hierarchy",
+                   lambda: ClassHierarchy.from_dict(meta_field(meta, "hierarchy", dict, path)))
 
 
 def _image_shape_of(meta, path, fallback):

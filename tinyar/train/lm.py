@@ -46,8 +46,8 @@ from .config import LMConfig
 from .placement import check_device, place
 from .run import (LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_overrides,
                   buffer_copies, check_kind, config_from_meta, default_folder, figure_of,
-                  is_finite, merge_records, meta_field, recorder_prefix, rng_state, set_rng_state,
-                  start_recorder_at, sync_log, validate)
+                  is_finite, merge_records, meta_field, rebuilt, recorder_prefix, rng_state,
+                  set_rng_state, start_recorder_at, sync_log, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
 RESUMABLE = frozenset({"steps", "epochs", "max_seconds", "device", "early_stop", "eval_every",
@@ -132,19 +132,13 @@ def _hierarchy_of(meta, tokenizer, path):
     saved = meta.get("hierarchy")
     if saved is None:
         return None
-    try:
-        return ClassHierarchy.from_dict(saved, num_labels=tokenizer.vocab_size)
-    except TinyarError as exc:
-        raise CheckpointError(f"{path}: its hierarchy cannot be used ({exc})") from None
+    return rebuilt(path, "hierarchy",
+                   lambda: ClassHierarchy.from_dict(saved, num_labels=tokenizer.vocab_size))
 
 
 def _tokenizer_of(meta, path):
-    try:
-        return Tokenizer.from_dict(meta_field(meta, "tokenizer", dict, path))
-    except CheckpointError:
-        raise
-    except TinyarError as exc:
-        raise CheckpointError(f"{path}: its vocabulary cannot be used ({exc})") from None
+    return rebuilt(path, "vocabulary",
+                   lambda: Tokenizer.from_dict(meta_field(meta, "tokenizer", dict, path)))
 
 
 def _build_from(path, meta, hierarchy):

@@ -269,6 +269,18 @@ def validate(config):
         check()
 
 
+def rebuilt(path, what, build):
+    """``build()`` (a tokenizer, a hierarchy from a checkpoint's meta), with any tinyar error
+    it raises turned into one ``CheckpointError`` naming the file and ``what`` could not be
+    used (a CheckpointError already names the file and passes as it is)."""
+    try:
+        return build()
+    except CheckpointError:
+        raise
+    except TinyarError as exc:
+        raise CheckpointError(f"{path}: its {what} cannot be used ({exc})") from None
+
+
 def meta_field(meta, key, kind, path):
     """``meta[key]``, checked to be of type ``kind``: a malformed checkpoint gives one line."""
     if not isinstance(meta, dict):
