@@ -356,12 +356,7 @@ class MultiLevelClassifier(MultiLevelSoftmax):
     * ``greedy``: fine = argmax within the predicted class (consistent by
       construction, and cheaper; it can miss the joint optimum).
 
-    Ops: ``B.matmul``, ``B.add_bias``, ``B.cross_entropy_forward``, ``B.gather_rows``,
-    ``B.multilevel_fine_forward``, ``B.cross_entropy_backward``, ``B.sum_rows``,
-    ``B.multilevel_fine_backward``, ``B.scatter_add_rows``, ``B.log_softmax_forward``,
-    ``B.add_channel_bias``; their NumPy references: ``backend/ops/linalg.py``,
-    ``backend/ops/loss.py``, ``backend/ops/embedding.py``, ``backend/ops/multilevel.py``,
-    ``backend/ops/softmax.py``, ``backend/ops/conv.py``.
+    Ops: ``MultiLevelSoftmax``'s (listed there).
     """
 
     def __init__(self, in_features, hierarchy, level_weights=(1.0, 1.0), schedule=None,
