@@ -25,8 +25,10 @@ def shared_shakespeare():
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    """$TINYAR_DATA points at an empty folder, and the network is off."""
+    """$TINYAR_DATA points at an empty folder, the network is off, and there is no packaged
+    copy of Tiny Shakespeare (a trimmed install)."""
     monkeypatch.setenv("TINYAR_DATA", str(tmp_path / "cache"))
+    monkeypatch.setattr(corpora, "PACKAGED_SHAKESPEARE", str(tmp_path / "no-such-file"))
 
     def offline(*args, **kwargs):
         raise URLError("[Errno -3] Temporary failure in name resolution")
@@ -96,6 +98,24 @@ def test_split():
 
 
 # ------------------------------------------------------------------ shakespeare
+def test_shakespeare_ships_with_the_package(monkeypatch, tmp_path):
+    """Offline and with an empty cache, the packaged copy is read, checked by SHA-256."""
+    monkeypatch.setenv("TINYAR_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(download, "urlopen", lambda *a, **k: pytest.fail("downloaded"))
+    text = load_corpus("shakespeare")
+    assert text.startswith("First Citizen:") and len(text) == 1_115_394
+
+
+def test_a_damaged_packaged_copy_is_not_used(cache, monkeypatch, tmp_path):
+    """A packaged copy of the right size but other bytes: the download is tried instead
+    (offline here, so its message)."""
+    damaged = tmp_path / "tinyshakespeare.txt"
+    damaged.write_bytes(b"x" * 1_115_394)
+    monkeypatch.setattr(corpora, "PACKAGED_SHAKESPEARE", str(damaged))
+    with pytest.raises(DownloadError):
+        load_corpus("shakespeare")
+
+
 def test_shakespeare_from_cache(cache):
     source = shared_shakespeare()
     cache.mkdir()
