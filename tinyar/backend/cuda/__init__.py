@@ -49,6 +49,10 @@ from .pool import (
     max_pool2d_forward, max_pool2d_backward, avg_pool2d_forward, avg_pool2d_backward,
     adaptive_avg_pool2d_forward, adaptive_avg_pool2d_backward)
 from .multilevel import multilevel_fine_forward, multilevel_fine_backward
+from .attention import (
+    batched_matmul, causal_softmax_forward, causal_softmax_backward, bias_gelu_forward,
+    bias_gelu_backward, split_heads, merge_heads, append_steps)
+from .flash import flash_attention_forward, flash_attention_backward
 
 from ..ops import protocol as _protocol  # noqa: E402
 

@@ -56,10 +56,12 @@ def op(shapes: str, example: Callable, inplace=(), contiguous=(), rtol32=1e-5, a
 #: ``backend/cuda/<topic>.py``) and one reference file here; ``memory`` holds the
 #: memory functions (``memory.py``), the others register their ops with ``@op``.
 TOPICS = ("memory", "linalg", "elementwise", "softmax", "loss", "norm", "embedding", "optim",
-          "rnn", "conv", "pool", "multilevel")
+          "rnn", "conv", "pool", "multilevel", "attention", "flash")
 
 # the topic files register their ops on import
 from . import linalg, elementwise, softmax, loss, norm, embedding, optim, rnn, conv, pool, multilevel  # noqa: E402,F401,E501
+from . import flash  # noqa: E402,F401
+from . import attention  # noqa: E402,F401
 from .memory import MEMORY  # noqa: E402
 
 

@@ -56,6 +56,22 @@ def gelu_backward(grad, x, half, one, sqrt_half, inv_sqrt_2pi):
     return grad * (cdf + x * pdf)
 
 
+def gelu_tanh_forward(x, half, one, sqrt_2_over_pi, cubic):
+    """x (1 + tanh u) / 2 with u = sqrt(2/pi) (x + 0.044715 x^3): the tanh GELU
+    (torch's approximate="tanh", GPT-2's); ``cubic`` is 0.044715."""
+    u = sqrt_2_over_pi * (x + cubic * x * x * x)
+    return half * x * (one + tanh(u))
+
+
+def gelu_tanh_backward(grad, x, half, one, sqrt_2_over_pi, cubic, three_cubic):
+    """d/dx = (1 + t) / 2 + x (1 - t^2) / 2 * du/dx, t = tanh u,
+    du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)."""
+    x2 = x * x
+    t = tanh(sqrt_2_over_pi * (x + cubic * x2 * x))
+    du = sqrt_2_over_pi * (one + three_cubic * x2)
+    return grad * (half * (one + t) + half * x * (one - t * t) * du)
+
+
 def gated_tanh_forward(a, b, one):
     """tanh(a) sigmoid(b), WaveNet's gated activation."""
     return tanh(a) * sigmoid(b, one)
