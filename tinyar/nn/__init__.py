@@ -19,3 +19,5 @@ from .recurrent import GRU, LSTM, RNN, LastStep, detach_state
 from .conv import Conv1d, Conv2d
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool1d, MaxPool2d
 from .normalization2d import BatchNorm2d, Dropout2d
+from .attention import CausalSelfAttention, KVCache
+from .transformer import TransformerBlock, TransformerCache, TransformerStack
