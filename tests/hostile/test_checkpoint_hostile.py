@@ -319,11 +319,13 @@ def test_sampling_from_nan_weights_is_refused_not_printed_as_spaces(tmp_path):
 
 
 # --- 4. the JSON config: absurd sizes, wrong types, missing keys --------------------------------
-SIZE_KEYS = ["vocab_size", "embed_dim", "hidden_size", "num_layers", "kernel_size"]
+SIZE_KEYS = ["vocab_size", "embed_dim", "hidden_size", "num_layers", "kernel_size",
+             "num_heads", "context"]
+TRANSFORMER = dict(backbone="transformer", embed_dim=4, hidden_size=4, num_heads=2, context=8)
 
 
 def _with_config(tmp_path, change, backbone="rnn"):
-    model = lm(backbone=backbone)
+    model = lm(**TRANSFORMER) if backbone == "transformer" else lm(backbone=backbone)
     path = checkpoint.save(model, tmp_path / "model.npz", meta={"model": model.config()})
     arrays, header = contents(path)
     change(header["meta"]["model"])
@@ -334,14 +336,20 @@ def build_lm(path):
     return checkpoint.build(path, lambda meta: AutoregressiveLM.from_config(meta["model"]))
 
 
-@pytest.mark.parametrize("backbone", ["rnn", "conv"])
-@pytest.mark.parametrize("key", SIZE_KEYS)
+@pytest.mark.parametrize("backbone", ["rnn", "conv", "transformer"])
+@pytest.mark.parametrize("key", SIZE_KEYS + ["width"])
 @pytest.mark.parametrize("value", [40_000, 10**6, 2**31 - 1, 2**31, 10**12, 10**30])
 def test_absurd_sizes_are_refused_before_allocating(tmp_path, backbone, key, value):
-    """Sizes whose model would need far more than 100 GB: refused within a few MB."""
-    if key == "kernel_size" and backbone == "rnn":  # unused by the recurrent backbone
+    """Sizes whose model would need far more than 100 GB: refused within a few MB.
+    ``width``: a transformer's embed_dim and hidden_size together (they must be equal)."""
+    uses = {"rnn": SIZE_KEYS[:4], "conv": SIZE_KEYS[:5],
+            "transformer": SIZE_KEYS[:4] + ["context", "width"]}
+    if key not in uses[backbone]:  # a size this backbone does not read
         return
-    path = _with_config(tmp_path, lambda c: c.update({key: value}), backbone)
+    if key == "width" and value >= 10**6:
+        value = value - value % 2  # divisible by num_heads: refused for its size alone
+    keys = ("embed_dim", "hidden_size") if key == "width" else (key,)
+    path = _with_config(tmp_path, lambda c: c.update({k: value for k in keys}), backbone)
     result, peak = peak_bytes(lambda: build_lm(path))
     assert isinstance(result, CheckpointError), result
     assert "\n" not in str(result) and repr(str(path)) in str(result)
@@ -365,8 +373,10 @@ def test_options_of_the_wrong_type_or_value_name_the_key(tmp_path, key, value):
     refused(lambda: build_lm(path), match=key)
 
 
-@pytest.mark.parametrize("key", SIZE_KEYS + ["cell", "dropout", "head", "tie_weights",
-                                             "backbone"])
+# (num_heads, context and activation may be missing: a checkpoint from before the transformer
+# backbone means their defaults, tests/models/test_gpt.py)
+@pytest.mark.parametrize("key", SIZE_KEYS[:5] + ["cell", "dropout", "head", "tie_weights",
+                                                 "backbone"])
 def test_missing_and_unknown_config_keys_are_named(tmp_path, key):
     path = _with_config(tmp_path, lambda c: c.pop(key))
     refused(lambda: build_lm(path), match=rf"missing keys \['{key}'\]")

@@ -158,6 +158,12 @@ CONFLICTS = [
     (["train", "--classes", "5", "--head", "flat"], "--classes"),
     (["train", "--warmup", "5", "--schedule", "constant"], "--warmup"),
     (["train", "--cell", "gru", "--backbone", "conv"], "--cell"),
+    (["train", "--heads", "2"], "--heads"),                          # recurrent backbone
+    (["train", "--context", "32", "--backbone", "conv"], "--context"),
+    (["train", "--activation", "gelu_tanh"], "--activation"),
+    (["train", "--backbone", "transformer", "--heads", "3"], "--heads"),   # 256 % 3
+    (["train", "--backbone", "transformer", "--embed", "32"], "--embed"),  # != --hidden
+    (["train", "--backbone", "transformer", "--bptt", "65"], "--bptt"),    # > --context 64
     (["train", "--epochs", "2", "--steps", "10"], "--epochs"),
     (["classify", "--arch", "vgg", "--model", "rnn"], "--arch"),
     (["classify", "--hidden", "16"], "--hidden"),                    # --model cnn

@@ -30,7 +30,9 @@ from tinyar.train.lm import LMConfig, train_lm
 
 CORPUS = "def add(a, b):\n    return a + b\n\nclass Point:\n    x = 1\n" * 30
 BACKBONES = {"lstm": dict(cell="lstm", layers=2), "gru": dict(cell="gru", layers=2),
-             "conv": dict(backbone="conv", layers=2)}
+             "conv": dict(backbone="conv", layers=2),
+             "transformer": dict(backbone="transformer", layers=2, embed=8, hidden=8, heads=2,
+                                 context=8)}
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +248,8 @@ def kill_during(kind, settings_, tmp_path, seed):
     return seen
 
 
-@pytest.mark.parametrize("backbone,seed", [("lstm", 0), ("lstm", 1), ("gru", 2), ("conv", 3)])
+@pytest.mark.parametrize("backbone,seed", [("lstm", 0), ("lstm", 1), ("gru", 2), ("conv", 3),
+                                           ("transformer", 6)])
 def test_kill_9_then_resume_is_exact_and_consistent(backbone, seed, corpus, tmp_path,
                                                     tmp_path_factory):
     reference_config = lm_config(corpus, tmp_path / "reference", **BACKBONES[backbone],

@@ -1,9 +1,16 @@
-"""``AutoregressiveLM``: a recurrent language model with a flat or multi-level head.
+"""``AutoregressiveLM``: a language model with a flat or multi-level head.
 
-    ids (N, T) -> Embedding -> RNN/LSTM/GRU stack -> Dropout -> head -> P(x_{t+1} | x_<=t)
+    ids (N, T) -> Embedding -> backbone -> Dropout -> head -> P(x_{t+1} | x_<=t)
 
-(or, with ``backbone="conv"``, a stack of causal dilated convolutions in place
-of the recurrent layers: ``nn/causal_conv.py``)
+The backbone is one of
+
+* ``backbone="rnn"``: an RNN/LSTM/GRU stack (``nn/recurrent.py``),
+* ``backbone="conv"``: causal dilated convolutions (``nn/causal_conv.py``),
+* ``backbone="transformer"``: a GPT, learned positions and pre-LayerNorm
+  causal self-attention blocks (``nn/transformer.py``), over windows of at
+  most ``context`` tokens; its width is the embedding size, so
+  ``embed_dim == hidden_size``. Its weights start as GPT-2's (normal, std
+  0.02; the projections into the residual stream 0.02 / sqrt(2 layers)).
 
 The model holds ``self.backbone`` (the recurrent or convolutional stack:
 (N, T, E) -> (N, T, H) and a state) and ``self.head``, and never asks which
@@ -17,7 +24,8 @@ either is: every head has the same interface (``nn/heads.py``). The head is
 
 Training is stateful truncated BPTT: ``loss(x, y, state)`` returns the final
 recurrent state, which the caller passes into the next batch; the gradient
-stops at the batch boundary.
+stops at the batch boundary. (A backbone with ``carries_state = False``, the
+transformer, returns no state in training; each window stands alone.)
 
 Backward, for one batch: the head gives dL/dh for every position; Dropout,
 the recurrent stack (BPTT) and the Embedding (scatter-add into its rows)
@@ -36,6 +44,8 @@ from ..nn.causal_conv import CausalConvStack
 from ..nn.heads import FlatSoftmaxHead
 from ..nn.multilevel import MultiLevelSoftmax
 from ..nn.recurrent import GRU, LSTM, RNN
+from ..nn.transformer import TransformerStack
+from ..nn import init
 from . import config_checks as cc
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -45,7 +55,12 @@ HEADS = ("flat", "multilevel")
 CONFIG_SPEC = {"vocab_size": cc.size(), "embed_dim": cc.size(), "hidden_size": cc.size(),
                "num_layers": cc.size(), "cell": cc.choice(*CELLS), "dropout": cc.fraction(),
                "head": cc.choice(*HEADS), "tie_weights": cc.flag(),
-               "backbone": cc.choice("rnn", "conv"), "kernel_size": cc.size()}
+               "backbone": cc.choice("rnn", "conv", "transformer"), "kernel_size": cc.size(),
+               "num_heads": cc.size(), "context": cc.size(),
+               "activation": cc.choice("gelu", "gelu_tanh")}
+
+#: Keys added with the transformer backbone, and the values older checkpoints mean.
+ADDED_KEYS = {"num_heads": 4, "context": 64, "activation": "gelu"}
 
 
 class AutoregressiveLM(Module):
@@ -61,27 +76,36 @@ class AutoregressiveLM(Module):
 
     def __init__(self, vocab_size, embed_dim=64, hidden_size=256, num_layers=2, cell="lstm",
                  dropout=0.0, head="multilevel", hierarchy=None, tie_weights=False,
-                 backbone="rnn", kernel_size=2, dtype=np.float32):
+                 backbone="rnn", kernel_size=2, num_heads=4, context=64, activation="gelu",
+                 dtype=np.float32):
         super().__init__()
         args = cc.check_arguments("AutoregressiveLM", dict(
             vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size,
             num_layers=num_layers, cell=cell, dropout=dropout, head=head,
-            tie_weights=tie_weights, backbone=backbone, kernel_size=kernel_size), CONFIG_SPEC)
+            tie_weights=tie_weights, backbone=backbone, kernel_size=kernel_size,
+            num_heads=num_heads, context=context, activation=activation), CONFIG_SPEC)
         dtype = check_dtype("AutoregressiveLM", dtype)
         _check_head(args, hierarchy)
         self.vocab_size, self.embed_dim = args["vocab_size"], args["embed_dim"]
         self.hidden_size, self.num_layers = args["hidden_size"], args["num_layers"]
         self.cell, self.head_kind = args["cell"], args["head"]
         self.backbone_kind, self.kernel_size = args["backbone"], args["kernel_size"]
+        self.num_heads, self.context = args["num_heads"], args["context"]
+        self.activation = args["activation"]
         dropout, tie_weights = args["dropout"], args["tie_weights"]
+        _check_transformer(args)
         self.embedding = Embedding(self.vocab_size, self.embed_dim, dtype=dtype)
         if backbone == "rnn":
             self.backbone = CELLS[cell](self.embed_dim, self.hidden_size, self.num_layers,
                                         dropout=dropout if self.num_layers > 1 else 0.0,
                                         dtype=dtype)
-        else:  # causal dilated convolutions (WaveNet-like): no state between batches
+        elif backbone == "conv":  # causal dilated convolutions: no state between batches
             self.backbone = CausalConvStack(self.embed_dim, self.hidden_size, self.num_layers,
                                             self.kernel_size, dtype=dtype)
+        else:  # a GPT: windows of at most `context` tokens, a key/value cache to generate
+            self.backbone = TransformerStack(self.embed_dim, self.num_layers, self.num_heads,
+                                             self.context, dropout=dropout,
+                                             activation=self.activation, dtype=dtype)
         self.drop = Dropout(dropout)
         if head == "flat":
             self.head = FlatSoftmaxHead(self.hidden_size, self.vocab_size, dtype=dtype,
@@ -90,13 +114,32 @@ class AutoregressiveLM(Module):
         else:
             self.head = MultiLevelSoftmax(self.hidden_size, hierarchy, dtype=dtype)
         self.tie_weights = bool(tie_weights)
+        if backbone == "transformer":
+            self._gpt_init()
+
+    def _gpt_init(self):
+        """GPT-2's initialisation (Radford et al. 2019, as nanoGPT): every matrix and the
+        embeddings N(0, 0.02^2), biases 0, LayerNorms 1 and 0, and the two projections that
+        add into the residual stream (attention's out_proj, the MLP's linear2) N(0, (0.02 /
+        sqrt(2 L))^2), so the stream's variance does not grow with depth."""
+        std, residual_std = 0.02, 0.02 / math.sqrt(2 * self.num_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("bias") and "norm" not in name:
+                p.data[...] = 0
+            elif "norm" in name:
+                continue
+            else:
+                scale = residual_std if name.endswith(("out_proj.weight", "linear2.weight")) \
+                    else std
+                p.data[...] = init.normal(p.data.shape, scale, p.data.dtype)
 
     #: Before heads had one interface: the recurrent stack was ``rnn``, the flat head a
     #: Linear called ``decoder``.
     RENAMED = {"rnn": "backbone", "decoder": "head"}
 
     def extra_repr(self):
-        kind = f"cell={self.cell!r}" if self.backbone_kind == "rnn" else "backbone='conv'"
+        kind = f"cell={self.cell!r}" if self.backbone_kind == "rnn" else \
+            f"backbone={self.backbone_kind!r}"
         return (f"vocab_size={self.vocab_size}, {kind}, hidden_size={self.hidden_size}, "
                 f"num_layers={self.num_layers}, head={self.head_kind!r}")
 
@@ -109,13 +152,17 @@ class AutoregressiveLM(Module):
         return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim,
                 "hidden_size": self.hidden_size, "num_layers": self.num_layers, "cell": self.cell,
                 "dropout": self.drop.p, "head": self.head_kind, "tie_weights": self.tie_weights,
-                "backbone": self.backbone_kind, "kernel_size": self.kernel_size}
+                "backbone": self.backbone_kind, "kernel_size": self.kernel_size,
+                "num_heads": self.num_heads, "context": self.context,
+                "activation": self.activation}
 
     @classmethod
     def from_config(cls, config, hierarchy=None):
         """The model ``config()`` describes (untrained: load the weights next). A config read
         from a file is checked key by key first (``CONFIG_SPEC``): a missing or unknown key,
         or a value of the wrong type or range, is a ``CheckpointError`` naming it."""
+        if isinstance(config, dict):  # a checkpoint from before the transformer backbone
+            config = {**ADDED_KEYS, **config}
         values = cc.check_config("AutoregressiveLM", config, CONFIG_SPEC)
         return cc.construct("AutoregressiveLM", cls, dict(values, hierarchy=hierarchy))
 
@@ -155,8 +202,15 @@ class AutoregressiveLM(Module):
     # --- inference ------------------------------------------------------------
     def next_log_probs(self, ids, state=None):
         """log P(next token | ids) after the last position of each row: (N, V), and the state."""
-        features, state = self.features(ids, state)
+        features, state = self.features(self._window(ids) if state is None else ids, state)
         return self.head.log_prob(_last_step(features)), state
+
+    def _window(self, ids):
+        """The last ``context`` positions of ids (N, T) for a transformer, which sees no
+        further back; ids unchanged for the other backbones."""
+        if getattr(self.backbone, "carries_state", True) or ids.shape[1] <= self.context:
+            return ids
+        return np.ascontiguousarray(ids[:, -self.context:])
 
     def generate(self, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, rng=None):
         """Continue ``prompt_ids`` (1-D) by sampling; returns prompt + new ids (1-D int64).
@@ -167,14 +221,16 @@ class AutoregressiveLM(Module):
         ``ShapeError``) before the first step.
 
         The multi-level head samples a class, then a token within it, so a
-        step costs O(H (C + |class|)) rather than O(H V).
+        step costs O(H (C + |class|)) rather than O(H V). A transformer keeps
+        every layer's keys and values (its state here is a key/value cache), so
+        a new token costs O(T d) and not the O(T^2 d) of running the window again.
         """
         prompt_ids = self._check_generate(prompt_ids, max_new_tokens, temperature, top_k)
         was_training = self.training
         self.eval()
         try:
             out = list(prompt_ids[0])
-            features, state = self.features(prompt_ids)
+            features, state = self.features(self._window(prompt_ids))
             for _ in range(max_new_tokens):
                 token = self.head.sample(_last_step(features), temperature, top_k, rng)[0]
                 out.append(int(token))
@@ -206,7 +262,12 @@ class AutoregressiveLM(Module):
         return prompt.astype(np.int64).reshape(1, -1)
 
     def evaluate(self, ids, batch_size=16, bptt=128):
-        """Mean nats per token over a 1-D stream, carrying the state across windows."""
+        """Mean nats per token over a 1-D stream, carrying the state across windows (a
+        recurrent backbone's; a transformer sees each window of at most ``context`` tokens
+        on its own, as nanoGPT evaluates)."""
+        carries = getattr(self.backbone, "carries_state", True)
+        if not carries:
+            bptt = min(bptt, self.context)
         from ..data.batching import StreamBatcher
         was_training = self.training
         self.eval()
@@ -214,7 +275,7 @@ class AutoregressiveLM(Module):
         try:
             batch_size = max(1, min(batch_size, (len(ids) - 1) // 2))
             for x, y in StreamBatcher(ids, batch_size, bptt):
-                value, state = self.loss(x, y, state)
+                value, state = self.loss(x, y, state if carries else None)
                 total += value * y.size
                 count += y.size
         finally:
@@ -242,6 +303,19 @@ def _check_head(args, hierarchy):
         if hierarchy.num_labels != args["vocab_size"]:
             raise ConfigError(f"AutoregressiveLM: the hierarchy has {hierarchy.num_labels} "
                               f"labels but the vocabulary {args['vocab_size']} tokens")
+
+
+def _check_transformer(args):
+    """A transformer's width is its embedding size, split evenly over its heads."""
+    if args["backbone"] != "transformer":
+        return
+    if args["embed_dim"] != args["hidden_size"]:
+        raise ConfigError(f"AutoregressiveLM: backbone='transformer' needs embed_dim == "
+                          f"hidden_size (its width), got {args['embed_dim']} and "
+                          f"{args['hidden_size']}")
+    if args["hidden_size"] % args["num_heads"]:
+        raise ConfigError(f"AutoregressiveLM: num_heads must divide hidden_size "
+                          f"{args['hidden_size']}, got {args['num_heads']}")
 
 
 def _last_step(features):

@@ -396,9 +396,18 @@ class LMConfig(Validated):
     level: str = option("char", "tokens: characters or words", choices=("char", "word"))
     vocab: int = option(10_000, "word level: keep the most frequent words", low=2, high=10**7,
                         needs=(("level", ("word",)),))
-    backbone: str = option("rnn", "recurrent layers, or causal dilated convolutions "
-                                  "(WaveNet-like; use --layers 6..8 for a useful receptive field)",
-                           choices=("rnn", "conv"))
+    backbone: str = option("rnn", "recurrent layers, causal dilated convolutions "
+                                  "(WaveNet-like; use --layers 6..8 for a useful receptive "
+                                  "field), or a GPT (causal self-attention)",
+                           choices=("rnn", "conv", "transformer"))
+    heads: int = option(4, "attention heads of the transformer (they divide --hidden)",
+                        low=1, high=1 << 12, needs=(("backbone", ("transformer",)),))
+    context: int = option(64, "transformer context: the longest window it sees; its training "
+                              "windows (--bptt) default to it", low=1, high=1 << 16,
+                          needs=(("backbone", ("transformer",)),))
+    activation: str = option("gelu", "the transformer MLP's GELU: exact (erf) or tanh form",
+                             choices=("gelu", "gelu_tanh"),
+                             needs=(("backbone", ("transformer",)),))
     cell: str = option("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"),
                        needs=(("backbone", ("rnn",)),))
     embed: int = option(64, "embedding size", **_SIZE)
@@ -445,12 +454,29 @@ class LMConfig(Validated):
     extra: dict = field(default_factory=dict)
 
     def _check_combinations(self, chosen):
+        if self.backbone == "transformer":
+            self._check_transformer(chosen)
         if self.tie and self.embed != self.hidden:
             raise ConfigError(f"--tie: needs --embed equal to --hidden, got --embed "
                               f"{self.embed} and --hidden {self.hidden}")
         if self.epochs > 0 and "steps" in chosen:
             raise ConfigError(f"--epochs: replaces --steps, give one of them; got --steps "
                               f"{self.steps} and --epochs {show(self.epochs)}")
+
+    def _check_transformer(self, chosen):
+        """A transformer's width is --hidden (its embedding too), split over --heads, and it
+        trains on windows of --context tokens unless --bptt asks for shorter ones."""
+        if "embed" in chosen and self.embed != self.hidden:
+            raise ConfigError(f"--embed: a transformer's embedding is its width --hidden "
+                              f"{self.hidden}, got --embed {self.embed}")
+        self.embed = self.hidden
+        if self.hidden % self.heads:
+            raise ConfigError(f"--heads: must divide --hidden {self.hidden}, got {self.heads}")
+        if "bptt" not in chosen:
+            self.bptt = self.context
+        elif self.bptt > self.context:
+            raise ConfigError(f"--bptt: a transformer sees at most --context {self.context} "
+                              f"tokens, got --bptt {self.bptt}")
 
 
 #: Data sets tinyar knows by name (their hierarchy is built in).

@@ -83,7 +83,8 @@ def build_hierarchy(config, tokenizer):
 def build_model(config, tokenizer, hierarchy):
     return AutoregressiveLM(tokenizer.vocab_size, config.embed, config.hidden, config.layers,
                             config.cell, config.dropout, config.head, hierarchy, config.tie,
-                            backbone=config.backbone)
+                            backbone=config.backbone, num_heads=config.heads,
+                            context=config.context, activation=config.activation)
 
 
 def build_optimizer(config, model):
