@@ -194,10 +194,11 @@ def _show(name):
     return show(name, limit=40)
 
 
-def run_inspect(run, out=None, stdout=None):
-    """Write the HTML report of a run folder; print and return 0 (errors raise TinyarError)."""
+def run_inspect(run, out=None, stdout=None, prompt=None):
+    """Write the HTML report of a run folder; print and return 0 (errors raise TinyarError).
+    ``prompt``: the text whose attention maps a transformer's page shows."""
     from .report import write_report
-    path = write_report(run, out)
+    path = write_report(run, out, prompt)
     print(path, file=stdout or sys.stdout)
     return 0
 
@@ -223,19 +224,23 @@ def _gradcheck_command(args):
 
 
 def _inspect_options():
-    """``tinyar inspect``'s options (RUN, --out), declared like every other command's."""
+    """``tinyar inspect``'s options (RUN, --out, --prompt), declared like every other
+    command's."""
     from ..train.config import Option
     run = Option(help="run folder (of tinyar train, tinyar classify, ...)", kind=str,
                  flag="run", metavar="RUN")
     out = Option(help="where to write the page (default: RUN/report.html)", kind=str,
                  metavar="FILE")
-    return run, out
+    prompt = Option(help="text whose attention maps a transformer's page shows (default: the "
+                         "run's --prompt, else its first sample)", kind=str, metavar="TEXT")
+    return run, out, prompt
 
 
 def _inspect_command(args):
     from ..train.config import read_argument
-    run_opt, out_opt = _inspect_options()
-    return run_inspect(read_argument(args, "run", run_opt), read_argument(args, "out", out_opt))
+    run_opt, out_opt, prompt_opt = _inspect_options()
+    return run_inspect(read_argument(args, "run", run_opt), read_argument(args, "out", out_opt),
+                       prompt=read_argument(args, "prompt", prompt_opt))
 
 
 def add_commands(subparsers):
@@ -258,8 +263,9 @@ def add_commands(subparsers):
                     "PNGs) and write a self-contained RUN/report.html. Only regular files "
                     "inside the folder are read (symlinks, FIFOs and folders are listed, "
                     "not followed).")
-    run_opt, out_opt = _inspect_options()
+    run_opt, out_opt, prompt_opt = _inspect_options()
     add_argument(i, "run", run_opt)
     add_argument(i, "out", out_opt)
+    add_argument(i, "prompt", prompt_opt)
     i.set_defaults(func=_inspect_command)
     return subparsers

@@ -13,6 +13,8 @@ whatever the folder holds, so it works for every kind of run:
     recorder.json  (``Recorder.save``) gradient flow, update ratios, activation
                    statistics and histograms
     model.npz      the model's class, configuration and parameter table
+    best.npz       of a transformer language model: its attention maps for one prompt
+                   (``attention.py``), loaded through ``train.lm.load_run`` (bounded)
     *.png          embedded as they are (loss curve, confusion matrices, ...)
 
 A run folder may come from anyone (a tarball from a classmate), so the report
@@ -38,7 +40,7 @@ import warnings
 
 import numpy as np
 
-from . import figures
+from . import attention, figures
 from .recorder import clean_record
 from .. import fileio
 from ..errors import CheckpointError, FileError
@@ -63,6 +65,11 @@ MAX_FIGURES = 60
 MAX_ROWS = 500
 MAX_FILES = 1000
 MAX_POINTS = 20_000
+#: Attention maps: tokens of the prompt, layers and heads drawn, heads in one figure.
+MAX_ATTENTION_TOKENS = 48
+MAX_ATTENTION_LAYERS = 6
+MAX_ATTENTION_HEADS = 8
+HEADS_PER_FIGURE = 4
 #: Checkpoint members listed, and bytes of float arrays read to compute their norms.
 MAX_MEMBERS = 500
 MAX_NORM_BYTES = 256 * 2**20
@@ -164,6 +171,7 @@ class _Page:
         self.notes = []
         self.figures = 0
         self.skipped_figures = 0
+        self.log = None  # log.json when it is an object (the attention section reads it)
 
     def figure(self, draw, caption=""):
         """Run a figures.* call into memory and embed it. A failure becomes a visible note:
@@ -481,6 +489,87 @@ def _member_rows(npz):
     return rows, total, notes
 
 
+def _transformer_checkpoint(run, names):
+    """The checkpoint to draw attention maps from ("best.npz", else "model.npz") when the
+    run is a transformer language model, else None. The checkpoint's header says so (read
+    bounded, as ``_model_section`` does); a header that cannot be read counts as not."""
+    from .. import checkpoint
+    for name in ("best.npz", "model.npz"):
+        if name not in names:
+            continue
+        try:
+            meta = checkpoint.read_meta(fileio.run_file(run, name), follow_symlinks=False)
+        except (CheckpointError, FileError):
+            continue
+        meta = meta if isinstance(meta, dict) else {}
+        model = meta.get("model")
+        if meta.get("kind") == "language_model" and isinstance(model, dict) and \
+                model.get("backbone") == "transformer":
+            return name
+    return None
+
+
+def _log_says_transformer(page):
+    config = page.log.get("config") if page.log is not None else None
+    return isinstance(config, dict) and config.get("backbone") == "transformer"
+
+
+def _attention_section(run, names, page, prompt=None):
+    """Heat maps of every layer's and head's attention for one prompt (``attention.py``):
+    ``prompt``, else the run's configured prompt, else the first training sample, else a
+    fixed text; at most the model's context and ``MAX_ATTENTION_TOKENS`` tokens. None when
+    the run is not a transformer language model (by its checkpoint's header or its
+    log.json); one error line when its model cannot be loaded or run."""
+    name = _transformer_checkpoint(run, names)
+    if name is None:
+        if not _log_says_transformer(page):
+            return None
+        name = "best.npz" if "best.npz" in names else "model.npz"
+    try:
+        fileio.run_file(run, name)  # a regular file, not a symlink, before anything opens it
+        from ..train.lm import load_run
+        model, tokenizer, meta = load_run(run, which="best" if name == "best.npz" else "last")
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        history = page.log.get("history") if page.log is not None else None
+        samples = [r.get("sample") for r in history if isinstance(r, dict)] \
+            if isinstance(history, list) else []
+        context = int(getattr(model, "context", MAX_ATTENTION_TOKENS))
+        limit = min(context, MAX_ATTENTION_TOKENS)
+        ids, where = attention.prompt_ids(
+            tokenizer, prompt or config.get("prompt", ""), samples, limit=limit,
+            prompt_is="the given prompt" if prompt else "the run's prompt")
+        maps = attention.attention_maps(model, ids)
+        tokens = [tokenizer.itos[i] for i in ids.tolist()]
+    except Exception as exc:  # noqa: BLE001 (a file anyone could have written: one line)
+        return (f'<p class="error">attention maps of {_esc(name)}: {_esc(type(exc).__name__)}: '
+                f'{_esc(_cut(str(exc), 300))}</p>')
+    num_layers, num_heads = len(maps), maps[0].shape[0]
+    out = [_note(f"{len(ids)} tokens of {where} (at most {limit}: the context "
+                 f"{context}, the page's limit {MAX_ATTENTION_TOKENS}), from {name}; query "
+                 f"on the y axis, key on the x axis"),
+           f"<pre>{_esc(_cut(tokenizer.decode(ids), MAX_SAMPLE_CHARS))}</pre>"]
+    heads = list(range(min(num_heads, MAX_ATTENTION_HEADS)))
+    for layer in range(min(num_layers, MAX_ATTENTION_LAYERS)):
+        for start in range(0, len(heads), HEADS_PER_FIGURE):
+            chunk = heads[start:start + HEADS_PER_FIGURE]
+            caption = f"layer {layer}, heads {chunk[0]}-{chunk[-1]}"
+            out.append(page.figure(
+                lambda buf, l=layer, c=chunk: attention.plot_attention(
+                    buf, maps, tokens, layers=[l], heads=c, title=f"attention, layer {l}"),
+                caption))
+    def span(what, first, last):
+        return f"{what} {first}" if first == last else f"{what}s {first}-{last}"
+    left = []
+    if num_layers > MAX_ATTENTION_LAYERS:
+        left.append(span("layer", MAX_ATTENTION_LAYERS, num_layers - 1))
+    if num_heads > MAX_ATTENTION_HEADS:
+        left.append(span("head", MAX_ATTENTION_HEADS, num_heads - 1) + " of every layer")
+    if left:
+        out.append(_note(f"{num_layers} layers x {num_heads} heads; not drawn: "
+                         f"{', '.join(left)}"))
+    return "\n".join(o for o in out if o)
+
+
 def _images_section(run, names, page):
     """The folder's PNGs, embedded (regular files with a PNG signature, within the caps)."""
     images, used = [], 0
@@ -553,6 +642,7 @@ def _json_sections(run, names, page):
     if "log.json" in names:
         log = _read_json(run, "log.json", page)
         if isinstance(log, dict):
+            page.log = log
             sections += _log_section(log, page)
         elif log is not _ABSENT:
             sections.append(("log", "log.json", render_generic({"log": log}, "log", page)))
@@ -577,8 +667,9 @@ def _json_sections(run, names, page):
     return sections
 
 
-def build_report(run):
-    """The HTML text of the report on the run folder ``run``."""
+def build_report(run, prompt=None):
+    """The HTML text of the report on the run folder ``run``; ``prompt``: the text whose
+    attention maps a transformer's page shows (default: see ``_attention_section``)."""
     names = _list_folder(run)
     page = _Page()
     sections = _json_sections(run, names, page)
@@ -586,6 +677,9 @@ def build_report(run):
         path = _run_path(run, "model.npz", page)
         if path is not None:
             sections.append(("model", "Model", _model_section(path)))
+    maps = _attention_section(run, names, page, prompt)
+    if maps is not None:
+        sections.append(("attention", "Attention", maps))
     images = _images_section(run, names, page)
     if images:
         sections.append(("images", "Figures in the folder", images))
@@ -606,9 +700,9 @@ def build_report(run):
             "\n".join(body) + "\n</body>\n</html>\n")
 
 
-def write_report(run, out=None):
+def write_report(run, out=None, prompt=None):
     """Write the report of run folder ``run`` to ``out`` (default RUN/report.html), atomically;
-    returns the path."""
-    text = build_report(run)
+    returns the path. ``prompt``: see ``build_report``."""
+    text = build_report(run, prompt)
     path = out or os.path.join(run, "report.html")
     return fileio.write_text(path, text)
