@@ -86,7 +86,8 @@ def attention_maps(model, ids):
 
 
 # --- the prompt -------------------------------------------------------------------------------
-def prompt_ids(tokenizer, prompt="", samples=(), limit=None, prompt_is="the run's prompt"):
+def prompt_ids(tokenizer, prompt="", samples=(), limit=None,
+               prompt_is="the run's prompt"):
     """(ids, where they came from) of the prompt whose attention the report draws.
 
     In order: ``prompt`` (the run's configured prompt) if it is a non-empty text; else the
