@@ -113,8 +113,8 @@ def test_conv_backbone_gradcheck_and_causality():
     rng = np.random.default_rng(4)
     assert_gradcheck(LossOf(model), rng.integers(0, V, (2, 5)), rng.integers(0, V, (2, 5)))
     assert model.config()["backbone"] == "conv"
-    with pytest.raises(ValueError, match="backbone must be one of 'rnn', 'conv'"):
-        AutoregressiveLM(V, backbone="transformer", head="flat")
+    with pytest.raises(ValueError, match="backbone must be one of 'rnn', 'conv', 'transformer'"):
+        AutoregressiveLM(V, backbone="mlp", head="flat")
 
 
 @pytest.mark.parametrize("head", ["flat", "multilevel"])

@@ -13,10 +13,10 @@ SETTINGS = settings(max_examples=8, deadline=None)
 DTYPES = [np.float64, np.float32]
 
 
-def _randomize(layer, rng):
+def _randomize(layer, rng, scale=0.5):
     """Every parameter random (the biases start at zero), so that each one's role shows."""
     for p in layer.parameters():
-        p.data[...] = rng.standard_normal(p.shape) * 0.5
+        p.data[...] = rng.standard_normal(p.shape) * scale
     return layer
 
 
@@ -92,7 +92,9 @@ def test_matches_torch(twin, dtype, n, steps, heads, head_dim, bias, rng, monkey
     import tests.helpers as helpers
     monkeypatch.setitem(helpers.TOL, np.float32, dict(rtol=1e-5, atol=1e-5))
     e = heads * head_dim
-    ours = _randomize(CausalSelfAttention(e, heads, bias=bias), rng)
+    # weights of the size training gives (0.3): float32 results then stay within rtol 1e-5
+    # of torch's whatever order the BLAS threads sum in
+    ours = _randomize(CausalSelfAttention(e, heads, bias=bias), rng, scale=0.3)
     theirs = (_sdpa_twin if twin == "sdpa" else _mha_twin)(torch, e, heads, bias)
     compare_with_torch(ours, theirs, rng.standard_normal((n, steps, e)), dtype=dtype)
 
@@ -186,9 +188,11 @@ def test_keep_attention_matches_torch_weights(rng):
 
 # --- the KV cache ------------------------------------------------------------------------
 @pytest.mark.parametrize("chunks", [[1] * 6, [3, 1, 2], [2, 4], [6]])
-@pytest.mark.parametrize("bias", [True, False])
-def test_cached_forward_equals_the_full_causal_forward(chunks, bias, rng):
-    layer = _randomize(CausalSelfAttention(6, 2, bias=bias, dtype=np.float64), rng).eval()
+@pytest.mark.parametrize("bias, flash_above", [(True, None), (False, None), (True, 0)])
+def test_cached_forward_equals_the_full_causal_forward(chunks, bias, flash_above, rng):
+    """(flash_above=0: the flash ops, with the queries offset behind the cached keys)"""
+    layer = _randomize(CausalSelfAttention(6, 2, bias=bias, dtype=np.float64,
+                                           flash_above=flash_above), rng).eval()
     x = rng.standard_normal((2, sum(chunks), 6))
     full = layer(x)
     cache, start, pieces = KVCache(), 0, []

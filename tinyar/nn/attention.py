@@ -19,10 +19,10 @@ Backward, from dO = dL/do (after the output projection's own backward):
 (With attention dropout, P in dV = P^T dO is the dropped P and dP passes back through the
 same mask before the softmax's backward.)
 
-Long sequences (T > ``flash_above``) with no attention dropout take the *flash* path: the
-ops ``flash_attention_forward/backward`` compute o, and later dQ, dK, dV, block by block
-from q, k, v and the rows' log-sum-exp, so the T x T matrix P is never stored. The result
-is the same as the path above, to rounding.
+Long sequences (more than ``flash_above`` keys) without attention dropout take the *flash*
+path: the ops ``flash_attention_forward/backward`` compute o, and later dQ, dK, dV, block by
+block from q, k, v and the rows' log-sum-exp, so the T x T matrix P is never stored. The
+result is the same as the path above, to rounding.
 
 Generation keeps a ``KVCache`` (the keys and values of every position so far): a forward
 with a cache appends the new positions' k, v to it and lets the new queries attend all of
@@ -139,19 +139,21 @@ class CausalSelfAttention(Module):
         qkv = B.matmul(self._x, self.in_proj_weight.data, trans_b=True)  # (N*T, 3E)
         if self.in_proj_bias is not None:
             B.add_bias(qkv, self.in_proj_bias.data)
-        q, k, v = B.split_heads(qkv.reshape(n, steps, 3 * e), 3, heads)  # (N*H, T, D) each
+        qkv = B.split_heads(qkv.reshape(n, steps, 3 * e), 3, heads)  # (3, N*H, T, D)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # views, by index on any backend
         prefix = 0 if cache is None else cache.length
         if prefix:  # the new keys and values go after the cached ones
             k, v = B.append_steps(cache.k, k), B.append_steps(cache.v, v)
         scale = 1.0 / math.sqrt(self.head_dim)
         self._n, self._scale, self._prefix = n, scale, prefix
         self._q, self._k, self._v = q, k, v
-        self._flash = prefix == 0 and self._takes_flash(steps)
+        self._flash = self._takes_flash(k.shape[1])
         if self._flash:  # o and each row's log-sum-exp; no T x T matrix
             o, self._lse = B.flash_attention_forward(q, k, v, scale)
             self._o, self._p = o, None
         else:
-            p = B.causal_softmax_forward(B.batched_matmul(q, k, trans_b=True), scale)
+            scores = B.batched_matmul(q, k, trans_b=True)  # (N*H, T, Tc+T)
+            p = B.causal_softmax_forward(scores, scale, out=scores)  # in place: one T x T array
             self._p, self._p_dropped = p, self.attn_drop(p)
             o = B.batched_matmul(self._p_dropped, v)  # (N*H, T, D)
             if self.keep_attention:
@@ -160,11 +162,11 @@ class CausalSelfAttention(Module):
         y = self.out_proj(B.merge_heads(o.reshape(1, *o.shape), n))  # (N, T, E)
         return y if cache is None else (y, KVCache(k, v))
 
-    def _takes_flash(self, steps):
-        """The flash path: long enough, and nothing that needs P (dropout, heat maps)."""
+    def _takes_flash(self, keys):
+        """The flash path: enough keys, and nothing that needs P (dropout, heat maps)."""
         limit = FLASH_ABOVE if self.flash_above is None else self.flash_above
         dropping = self.attn_drop.training and self.attn_drop.p > 0.0
-        return steps > limit and not dropping and not self.keep_attention
+        return keys > limit and not dropping and not self.keep_attention
 
     def _check_cache(self, x, cache):
         if not isinstance(cache, KVCache):
@@ -191,34 +193,19 @@ class CausalSelfAttention(Module):
         n, e, heads = self._n, self.embed_dim, self.num_heads
         q, k, v, scale = self._q, self._k, self._v, self._scale
         grad_o = B.split_heads(self.out_proj.backward(grad_out), 1, heads)[0]  # (N*H, T, D)
-        if self._flash:
-            grads = B.flash_attention_backward(grad_o, q, k, v, self._o, self._lse, scale)
-            return self._project_back(B, [B.merge_heads(part.reshape(1, *part.shape), n)
-                                          for part in grads])
-        grad_heads = B.empty((3,) + tuple(q.shape), q.dtype)  # [dQ, dK, dV]
-        B.batched_matmul(self._p_dropped, grad_o, out=grad_heads[2], trans_a=True)
-        grad_p = self.attn_drop.backward(B.batched_matmul(grad_o, v, trans_b=True))
-        grad_s = B.causal_softmax_backward(grad_p, self._p, scale)  # dL/d(q k^T)
-        B.batched_matmul(grad_s, k, out=grad_heads[0])
-        B.batched_matmul(grad_s, q, out=grad_heads[1], trans_a=True)
-        return self._project_back(B, [B.merge_heads(grad_heads, n)])
-
-    def _project_back(self, B, parts):
-        """dL/dx from dL/d[q | k | v] (N, T, 3E), given whole or as its three (N, T, E)
-        thirds (the flash ops return dQ, dK, dV apart): the input projection's backward,
-        a Linear layer's, one block of rows of W_in per part."""
-        e, n = self.embed_dim, self._n
-        width = 3 * e // len(parts)
-        dx = None
-        for i, part in enumerate(parts):
-            rows = slice(i * width, (i + 1) * width)
-            g = part.reshape(-1, width)  # (N*T, width)
-            B.matmul(g, self._x, out=self.in_proj_weight.grad[rows], trans_a=True,
-                     accumulate=True)
-            if self.in_proj_bias is not None:
-                B.sum_rows(g, out=self.in_proj_bias.grad[rows], accumulate=True)
-            if dx is None:
-                dx = B.matmul(g, self.in_proj_weight.data[rows])
-            else:
-                B.matmul(g, self.in_proj_weight.data[rows], out=dx, accumulate=True)
-        return dx.reshape(n, -1, e)
+        grad_heads = B.empty((3,) + tuple(q.shape), q.dtype)  # [dQ, dK, dV], filled in place
+        dq, dk, dv = grad_heads[0], grad_heads[1], grad_heads[2]
+        if self._flash:  # P recomputed block by block from q, k and the log-sum-exp
+            B.flash_attention_backward(grad_o, q, k, v, self._o, self._lse, scale, out_q=dq,
+                                       out_k=dk, out_v=dv)
+        else:
+            B.batched_matmul(self._p_dropped, grad_o, out=dv, trans_a=True)  # dV = P^T dO
+            grad_p = self.attn_drop.backward(B.batched_matmul(grad_o, v, trans_b=True))
+            grad_s = B.causal_softmax_backward(grad_p, self._p, scale, out=grad_p)  # dL/d(qk^T)
+            B.batched_matmul(grad_s, k, out=dq)                # dQ = dS K
+            B.batched_matmul(grad_s, q, out=dk, trans_a=True)  # dK = dS^T Q
+        grad_qkv = B.merge_heads(grad_heads, n).reshape(-1, 3 * e)  # (N*T, 3E)
+        B.matmul(grad_qkv, self._x, out=self.in_proj_weight.grad, trans_a=True, accumulate=True)
+        if self.in_proj_bias is not None:
+            B.sum_rows(grad_qkv, out=self.in_proj_bias.grad, accumulate=True)
+        return B.matmul(grad_qkv, self.in_proj_weight.data).reshape(n, -1, e)
