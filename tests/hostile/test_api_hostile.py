@@ -160,6 +160,21 @@ CASES = {
                            dict(channels=SIZES, kernel_size=SIZES, dilation=SIZES, dtype=DTYPES),
                            lambda r: (f32(r, 2, 4, 5),)),
     "GatedActivation": _case(GatedActivation, {}, {}, lambda r: (f32(r, 2, 4, 5),)),
+    "CausalSelfAttention": _case(nn.CausalSelfAttention, dict(embed_dim=4, num_heads=2),
+                                 dict(embed_dim=SIZES, num_heads=SIZES + [3], bias=FLAGS,
+                                      dropout=PROB_CLOSED, dtype=DTYPES),
+                                 lambda r: (f32(r, 2, 5, 4),)),
+    "TransformerBlock": _case(nn.TransformerBlock, dict(embed_dim=4, num_heads=2),
+                              dict(embed_dim=SIZES, num_heads=SIZES + [3], mlp_ratio=SIZES,
+                                   dropout=PROB_CLOSED, activation=CHOICES, bias=FLAGS,
+                                   dtype=DTYPES),
+                              lambda r: (f32(r, 2, 5, 4),)),
+    "TransformerStack": _case(nn.TransformerStack, dict(embed_dim=4, num_layers=2, num_heads=2,
+                                                        context=6),
+                              dict(embed_dim=SIZES, num_layers=SIZES, num_heads=SIZES + [3],
+                                   context=SIZES, dropout=PROB_CLOSED, activation=CHOICES,
+                                   dtype=DTYPES),
+                              lambda r: (f32(r, 2, 5, 4),)),
 }
 
 

@@ -24,7 +24,7 @@ Ops: ``B.matmul``, ``B.bias_gelu_forward/backward``, ``B.sum_rows``, ``B.add_bia
 import numpy as np
 
 from ..backend import backend_of
-from ..errors import ShapeError, TinyarError
+from ..errors import ConfigError, ShapeError, TinyarError
 from .attention import CausalSelfAttention, KVCache
 from .checks import (check_choice, check_dtype, check_float_input, check_flag, check_int,
                      check_output_grad, check_real, check_shape, check_size, describe)
@@ -35,6 +35,14 @@ from .module import Module
 from .normalization import LayerNorm
 
 ACTIVATIONS = ("gelu", "gelu_tanh")
+
+
+def check_heads(owner, embed_dim, num_heads):
+    """num_heads: an integer >= 1 that divides embed_dim (each head gets embed_dim / H)."""
+    heads = check_int(owner, "num_heads", num_heads)
+    if embed_dim % heads:
+        raise ConfigError(f"{owner}: num_heads must divide embed_dim {embed_dim}, got {heads}")
+    return heads
 
 
 class TransformerBlock(Module):
@@ -70,6 +78,7 @@ class TransformerBlock(Module):
         super().__init__()
         name = "TransformerBlock"
         e = self.embed_dim = check_int(name, "embed_dim", embed_dim)
+        check_heads(name, e, num_heads)
         self.mlp_ratio = check_int(name, "mlp_ratio", mlp_ratio)
         p = check_real(name, "dropout", dropout, low=0.0, high=1.0)
         self.activation = check_choice(name, "activation", activation, ACTIVATIONS)
@@ -187,9 +196,10 @@ class TransformerStack(Module):
         name = "TransformerStack"
         self.embed_dim = check_int(name, "embed_dim", embed_dim)
         self.num_layers = check_int(name, "num_layers", num_layers)
-        self.num_heads = check_int(name, "num_heads", num_heads)
+        self.num_heads = check_heads(name, self.embed_dim, num_heads)
         self.context = check_int(name, "context", context)
         p = check_real(name, "dropout", dropout, low=0.0, high=1.0)
+        check_choice(name, "activation", activation, ACTIVATIONS)
         dtype = check_dtype(name, dtype)
         self.pos_embedding = Embedding(self.context, self.embed_dim, dtype=dtype)
         self.drop = Dropout(p)
