@@ -57,7 +57,7 @@ def large_vocabulary(args, torch):
     ids = zipf_tokens(vocab, size["batch"] * (size["context"] + 1)).reshape(size["batch"], -1)
     x, y = ids[:, :-1].copy(), ids[:, 1:].copy()
     hierarchy = zipf_hierarchy(vocab)
-    shape = (size["layers"], size["heads"], width, size["context"])
+    shape = (width, size["layers"], size["heads"], size["context"])
     ml = tinyar_gpt(vocab, *shape, head="multilevel", hierarchy=hierarchy)
     flat = tinyar_gpt(vocab, *shape)
     calls = []

@@ -4,7 +4,7 @@ from numba import get_num_threads, njit
 
 from . import threads
 from ..scalar import compiler
-from .fastmath import fast_exp, fast_sigmoid, fast_tanh
+from .fastmath import fast_erf, fast_exp, fast_sigmoid, fast_tanh
 
 # LLVM may reassociate, contract into FMAs and use reciprocals, but must keep
 # NaN and infinity semantics: a NaN loss has to stay visible.
@@ -23,14 +23,14 @@ def _scalar_jit(fn):
 
 #: ``scalar_function(f)``: a function of ``backend/scalar`` compiled for the CPU, inlined
 #: into each kernel that calls it (so LLVM vectorises the kernel's loop as if the
-#: formula were written in it), with the vectorisable float32 tanh/sigmoid/exp.
+#: formula were written in it), with the vectorisable float32 tanh/sigmoid/exp/erf.
 @njit(inline="always")
 def _sigmoid(x, one):
     return fast_sigmoid(x)
 
 
 scalar_function = compiler(_scalar_jit, {"tanh": fast_tanh, "sigmoid": _sigmoid,
-                                         "exp": fast_exp})
+                                         "exp": fast_exp, "erf": fast_erf})
 
 
 def contiguous(x):

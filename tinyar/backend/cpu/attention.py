@@ -263,19 +263,21 @@ _gelu_tanh_forward_one = scalar_function(activations.gelu_tanh_forward)
 _gelu_tanh_backward_one = scalar_function(activations.gelu_tanh_backward)
 
 
-# The erf form in float64 arithmetic whatever the dtype, as gelu_forward does
-# (elementwise.py): exact erf, correctly rounded float32 results. The tanh form in
-# the array's dtype, with the vectorisable float32 tanh.
-@njit(cache=True, error_model=ERROR_MODEL)
+# Both forms in the array's dtype: in float32 with fastmath.py's vectorisable erf,
+# exp and tanh (libm's erf, a scalar call, made this the slowest kernel of a GPT
+# step), in float64 with libm's.
+@njit(**_KERNEL)
 def _bias_gelu_erf(x, bias, grad, backward, out, first, end):
+    f = x.dtype.type
+    half, one, sqrt_half, inv_sqrt_2pi = f(0.5), f(1), f(_SQRT_HALF), f(_INV_SQRT_2PI)
     for r in range(first, end):
         for c in range(x.shape[1]):
             u = x[r, c] + bias[c]
             if backward:
-                out[r, c] = _gelu_backward_one(grad[r, c], u, 0.5, 1.0, _SQRT_HALF,
-                                               _INV_SQRT_2PI)
+                out[r, c] = _gelu_backward_one(grad[r, c], u, half, one, sqrt_half,
+                                               inv_sqrt_2pi)
             else:
-                out[r, c] = _gelu_forward_one(u, 0.5, 1.0, _SQRT_HALF)
+                out[r, c] = _gelu_forward_one(u, half, one, sqrt_half)
 
 
 @njit(**_KERNEL)
@@ -292,7 +294,7 @@ def _bias_gelu_tanh(x, bias, grad, backward, out, first, end):
                 out[r, c] = _gelu_tanh_forward_one(u, half, one, c0, c1)
 
 
-@njit(cache=True, error_model=ERROR_MODEL, parallel=True)
+@njit(**_THREADED)
 def _bias_gelu_erf_threads(x, bias, grad, backward, out, pieces):
     for p in prange(pieces):
         first, end = chunk_bounds(p, pieces, x.shape[0])

@@ -71,8 +71,13 @@ def _exp(x):
     return math.exp(x)
 
 
+@cuda.jit(device=True)
+def _erf(x):
+    return math.erf(x)
+
+
 scalar_function = compiler(cuda.jit(device=True), {"tanh": _tanh, "sigmoid": _sigmoid,
-                                                   "exp": _exp})
+                                                   "exp": _exp, "erf": _erf})
 
 
 def _simulated():

@@ -11,7 +11,7 @@ scalars. Each backend compiles it for its target with the same name:
 so ``_adam = scalar_function(scalar.optim.adam)`` in ``cpu/optim.py`` and in
 ``cuda/optim.py`` is the same code, and the two kernel loops around it read side
 by side. The functions take the transcendental functions they need from
-``scalar/functions.py`` (``tanh``, ``sigmoid``, ``exp``), which each backend binds
+``scalar/functions.py`` (``tanh``, ``sigmoid``, ``exp``, ``erf``), which each backend binds
 to its own fast versions (the CPU's vectorisable polynomials, the GPU's
 intrinsics) when it compiles them.
 
@@ -25,7 +25,7 @@ from types import FunctionType
 def compiler(jit, functions):
     """A backend's ``scalar_function``: ``scalar_function(f)`` is ``jit`` applied to ``f``
     after every helper ``f`` calls from ``backend/scalar`` has been compiled the same
-    way, and the names in ``functions`` (``tanh``, ``sigmoid``, ``exp``) bound to the
+    way, and the names in ``functions`` (``tanh``, ``sigmoid``, ``exp``, ``erf``) bound to the
     backend's versions. Compiled once per function."""
     compiled = {}
 

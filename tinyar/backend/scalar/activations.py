@@ -7,9 +7,8 @@ tanh) or the output y (tanh: 1 - y^2, sigmoid: y (1 - y)). ``zero``, ``one``,
 ``half`` and the GELU constants come from the kernel, in the dtype it computes
 in.
 """
-import math
 
-from .functions import sigmoid, tanh
+from .functions import erf, exp, sigmoid, tanh
 
 
 def relu_forward(x, zero):
@@ -46,13 +45,13 @@ def sigmoid_backward(grad, y, one):
 
 def gelu_forward(x, half, one, sqrt_half):
     """x Phi(x) = x (1 + erf(x / sqrt 2)) / 2, the exact GELU."""
-    return half * x * (one + math.erf(x * sqrt_half))
+    return half * x * (one + erf(x * sqrt_half))
 
 
 def gelu_backward(grad, x, half, one, sqrt_half, inv_sqrt_2pi):
     """dGELU/dx = Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi)."""
-    cdf = half * (one + math.erf(x * sqrt_half))
-    pdf = inv_sqrt_2pi * math.exp(-half * x * x)
+    cdf = half * (one + erf(x * sqrt_half))
+    pdf = inv_sqrt_2pi * exp(-half * x * x)
     return grad * (cdf + x * pdf)
 
 

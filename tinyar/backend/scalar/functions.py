@@ -24,3 +24,7 @@ def sigmoid(x, one):
 
 def exp(x):
     return math.exp(x)
+
+
+def erf(x):
+    return math.erf(x)
