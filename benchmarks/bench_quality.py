@@ -76,7 +76,7 @@ def gpt_config(out, seconds):
                       backbone="transformer", heads=GPT["heads"], context=GPT["context"],
                       layers=GPT["layers"], hidden=GPT["hidden"], head="flat", tie=True,
                       batch=GPT["batch"], optimizer="adamw", weight_decay=0.1, lr=GPT["lr"],
-                      clip=1.0, eval_every=100, eval_tokens=60_000, sample_every=10**9,
+                      clip=1.0, eval_every=1000, eval_tokens=60_000, sample_every=10**9,
                       checkpoint_every=10**9, record_every=0, out=os.path.join(out, "gpt"))
     config.steps, config.max_seconds, config.schedule = 10**6, seconds, "constant"
     return config
