@@ -342,41 +342,27 @@ def bias_gelu_backward(grad, x, bias, approximate=False, out=None):
 # Rows (n, t) of the (N, T, G, H, D) side, first..end-1; the D-long copies run on
 # unsigned indices, which LLVM vectorises (conv.py).
 @njit(**_KERNEL)
-def _split_heads(x, out, first, end):
-    """x (N, T, G, H, D) -> out (G, N * H, T, D)."""
-    steps, groups, heads, width = x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+def _move_heads(rows, heads_side, split, first, end):
+    """Between rows (N, T, G, H, D) and heads_side (G, N * H, T, D):
+    heads_side[g, n H + h, t, d] = rows[n, t, g, h, d] when split, the reverse when not."""
+    steps, groups, heads, width = rows.shape[1], rows.shape[2], rows.shape[3], rows.shape[4]
     for row in range(first, end):
         n, t = row // steps, row % steps
         for g in range(groups):
             for h in range(heads):
-                for d in range(uint64(width)):
-                    out[g, n * heads + h, t, d] = x[n, t, g, h, d]
-
-
-@njit(**_KERNEL)
-def _merge_heads(x, out, first, end):
-    """x (G, N * H, T, D) -> out (N, T, G, H, D)."""
-    steps, groups, heads, width = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
-    for row in range(first, end):
-        n, t = row // steps, row % steps
-        for g in range(groups):
-            for h in range(heads):
-                for d in range(uint64(width)):
-                    out[n, t, g, h, d] = x[g, n * heads + h, t, d]
+                if split:
+                    for d in range(uint64(width)):
+                        heads_side[g, n * heads + h, t, d] = rows[n, t, g, h, d]
+                else:
+                    for d in range(uint64(width)):
+                        rows[n, t, g, h, d] = heads_side[g, n * heads + h, t, d]
 
 
 @njit(**_THREADED)
-def _split_heads_threads(x, out, pieces):
+def _move_heads_threads(rows, heads_side, split, pieces):
     for p in prange(pieces):
-        first, end = chunk_bounds(p, pieces, x.shape[0] * x.shape[1])
-        _split_heads(x, out, first, end)
-
-
-@njit(**_THREADED)
-def _merge_heads_threads(x, out, pieces):
-    for p in prange(pieces):
-        first, end = chunk_bounds(p, pieces, out.shape[0] * out.shape[1])
-        _merge_heads(x, out, first, end)
+        first, end = chunk_bounds(p, pieces, rows.shape[0] * rows.shape[1])
+        _move_heads(rows, heads_side, split, first, end)
 
 
 def _out(out, shape, dtype):
@@ -388,19 +374,21 @@ def _out(out, shape, dtype):
     return out
 
 
-def _move(kernel, threaded, x, out, rows, five_shape, out_shape):
-    """Run a heads copy over ``rows`` (n, t) rows, into out or a contiguous stand-in."""
+def _move(split, x, out, five_shape, out_shape):
+    """Run a heads copy (``split``: x is the (N, T, ...) side) into out or a contiguous
+    stand-in; five_shape is the (N, T, G, H, D) view of that side."""
     out = _out(out, out_shape, x.dtype)
     target = out if out.flags.c_contiguous and not np.may_share_memory(out, x) else \
         np.empty(out_shape, x.dtype)
     if x.size:
-        five = (x.reshape(five_shape), target) if kernel is _split_heads else \
-            (x, target.reshape(five_shape))
+        rows_side, heads_side = (x.reshape(five_shape), target) if split else \
+            (target.reshape(five_shape), x)
+        rows = five_shape[0] * five_shape[1]
         pieces = thread_chunks(x.size, rows)
         if pieces > 1:
-            threaded(*five, pieces)
+            _move_heads_threads(rows_side, heads_side, split, pieces)
         else:
-            kernel(*five, 0, rows)
+            _move_heads(rows_side, heads_side, split, 0, rows)
     return _place(target, out)
 
 
@@ -411,8 +399,8 @@ def split_heads(x, groups, num_heads, out=None):
         raise ValueError(f"split_heads: last axis {width} is not groups ({groups}) x "
                          f"num_heads ({num_heads}) x head size")
     d = width // (groups * num_heads)
-    return _move(_split_heads, _split_heads_threads, contiguous(x), out, n * t,
-                 (n, t, groups, num_heads, d), (groups, n * num_heads, t, d))
+    return _move(True, contiguous(x), out, (n, t, groups, num_heads, d),
+                 (groups, n * num_heads, t, d))
 
 
 def merge_heads(x, batch, out=None):
@@ -421,8 +409,7 @@ def merge_heads(x, batch, out=None):
     if s % batch:
         raise ValueError(f"merge_heads: axis 1 ({s}) is not a multiple of batch ({batch})")
     h = s // batch
-    return _move(_merge_heads, _merge_heads_threads, contiguous(x), out, batch * t,
-                 (batch, t, g, h, d), (batch, t, g * h * d))
+    return _move(False, contiguous(x), out, (batch, t, g, h, d), (batch, t, g * h * d))
 
 
 # --- append_steps -----------------------------------------------------------------

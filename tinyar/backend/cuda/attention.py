@@ -2,10 +2,11 @@
 
 One kernel launch per op.
 
-``batched_matmul``: the tiled GEMM of ``linalg.py`` (same tiles, same loads,
-same register blocking), with the stack on the grid's third axis: block
-(bx, by, bz) computes tile (by, bx) of out[s] for s = bz, bz + gridDim.z, ...
-(a grid-stride loop, since gridDim.z is at most 65535).
+``batched_matmul``: the tiled GEMM of ``linalg.py`` (its device function
+``block_tile_product``: same tiles, same loads, same register blocking), with the
+stack on the grid's third axis: block (bx, by, bz) computes tile (by, bx) of
+out[s] for s = bz, bz + gridDim.z, ... (a grid-stride loop, since gridDim.z is
+at most 65535).
 
 ``causal_softmax_forward`` / ``_backward``: one block per row (s, i) of the
 (S, Tq, Tk) scores, as ``softmax.py`` (block_max, block_sum). Row i sees keys
@@ -24,7 +25,7 @@ from ..scalar import activations
 from ._util import (ROW_THREADS, as_float, block_max, block_sum, contiguous, device, flat,
                     is_device_array, launch, launch_flat, launch_rows, out_like,
                     scalar_function)
-from .linalg import BK, BM, BN, GEMM_THREADS, TM, TN
+from .linalg import BK, BM, BN, GEMM_THREADS, block_tile_product
 
 __all__ = ["batched_matmul", "causal_softmax_forward", "causal_softmax_backward",
            "bias_gelu_forward", "bias_gelu_backward", "split_heads", "merge_heads",
@@ -40,66 +41,10 @@ _MAX_GRID_Z = 65535
 # --- batched_matmul -------------------------------------------------------------
 @cuda.jit
 def _bmm(a, b, out, trans_a, trans_b, accumulate):
-    count, m, n = out.shape
-    k_total = a.shape[1] if trans_a else a.shape[2]
-    a_tile = cuda.shared.array((BK, BM), a.dtype)  # a_tile[kk, i] = op(a[s])[row0 + i, k0 + kk]
-    b_tile = cuda.shared.array((BK, BN), b.dtype)  # b_tile[kk, j] = op(b[s])[k0 + kk, col0 + j]
-    acc = cuda.local.array((TM, TN), a.dtype)
-    a_reg = cuda.local.array(TM, a.dtype)
-    b_reg = cuda.local.array(TN, b.dtype)
-    zero = a.dtype.type(0)
-
-    tid = cuda.threadIdx.x
-    threads = cuda.blockDim.x
-    ti = (tid // (BN // TN)) * TM
-    tj = (tid % (BN // TN)) * TN
-    row0 = cuda.blockIdx.y * BM
-    col0 = cuda.blockIdx.x * BN
-    for s in range(cuda.blockIdx.z, count, cuda.gridDim.z):
-        for i in range(TM):
-            for j in range(TN):
-                acc[i, j] = zero
-        for k0 in range(0, k_total, BK):
-            # 1. load the tiles (zeros past the edges), along memory order
-            for e in range(tid, BM * BK, threads):
-                if trans_a:  # a[s] is (K, M)
-                    kk, i = e // BM, e % BM
-                else:        # a[s] is (M, K)
-                    i, kk = e // BK, e % BK
-                r, k = row0 + i, k0 + kk
-                value = zero
-                if r < m and k < k_total:
-                    value = a[s, k, r] if trans_a else a[s, r, k]
-                a_tile[kk, i] = value
-            for e in range(tid, BK * BN, threads):
-                if trans_b:  # b[s] is (N, K)
-                    j, kk = e // BK, e % BK
-                else:        # b[s] is (K, N)
-                    kk, j = e // BN, e % BN
-                c, k = col0 + j, k0 + kk
-                value = zero
-                if c < n and k < k_total:
-                    value = b[s, c, k] if trans_b else b[s, k, c]
-                b_tile[kk, j] = value
-            cuda.syncthreads()
-            # 2. multiply the tiles into the registers
-            for kk in range(BK):
-                for i in range(TM):
-                    a_reg[i] = a_tile[kk, ti + i]
-                for j in range(TN):
-                    b_reg[j] = b_tile[kk, tj + j]
-                for i in range(TM):
-                    for j in range(TN):
-                        acc[i, j] += a_reg[i] * b_reg[j]
-            cuda.syncthreads()  # the tiles are overwritten next
-        for i in range(TM):
-            for j in range(TN):
-                r, c = row0 + ti + i, col0 + tj + j
-                if r < m and c < n:
-                    if accumulate:
-                        out[s, r, c] += acc[i, j]
-                    else:
-                        out[s, r, c] = acc[i, j]
+    a_tile = cuda.shared.array((BK, BM), a.dtype)
+    b_tile = cuda.shared.array((BK, BN), b.dtype)
+    for s in range(cuda.blockIdx.z, out.shape[0], cuda.gridDim.z):
+        block_tile_product(a[s], b[s], out[s], trans_a, trans_b, accumulate, a_tile, b_tile)
 
 
 def batched_matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):

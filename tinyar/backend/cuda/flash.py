@@ -71,6 +71,26 @@ def _load_tile(dst_a, dst_b, a, b, s, first, n, d):
             dst_b[r, c] = b[s, first + r, c]
 
 
+@cuda.jit(device=True)
+def _keys_of_block(i0, off, tk):
+    """One past the last key that queries i0 .. i0 + TILE - 1 attend: min(i0 + TILE + off, tk)
+    (no min(): numba 0.68's CUDA target fails to compile it)."""
+    end = i0 + TILE + off
+    if end > tk:
+        end = tk
+    return end
+
+
+@cuda.jit(device=True)
+def _keys_of_row(j0, i, off):
+    """One past the last key of the tile starting at j0 that query i attends: the tile's
+    end or the causal edge i + off, whichever comes first."""
+    end = j0 + TILE
+    if end > i + off + 1:
+        end = i + off + 1
+    return end
+
+
 @cuda.jit
 def _forward(q, k, v, scale, o, lse):
     ks = cuda.shared.array((TILE, MAX_HEAD_DIM), q.dtype)
@@ -91,17 +111,11 @@ def _forward(q, k, v, scale, o, lse):
         for c in range(d):
             qi[c] = q[s, i, c] * scale if active else zero
             acc[c] = zero
-        last_key = i0 + TILE - 1 + off  # the last key the block's queries attend
-        if last_key > tk - 1:
-            last_key = tk - 1
-        for j0 in range(0, last_key + 1, TILE):
+        for j0 in range(0, _keys_of_block(i0, off, tk), TILE):
             _load_tile(ks, vs, k, v, s, j0, tk, d)
             cuda.syncthreads()
             if active:
-                jend = j0 + TILE
-                if jend > i + off + 1:  # the causal edge
-                    jend = i + off + 1
-                for j in range(j0, jend):
+                for j in range(j0, _keys_of_row(j0, i, off)):
                     sc = _dot(qi, ks, j - j0, d)
                     if sc > m:  # a new max: rescale what was summed under the old one
                         alpha = math.exp(m - sc)
@@ -152,17 +166,11 @@ def _backward(grad, q, k, v, o, lse, scale, dq, dk, dv):
                 acc_a[c] = zero
                 if active:
                     d_i += row_b[c] * o[s, i, c]
-            last_key = i0 + TILE - 1 + off
-            if last_key > tk - 1:
-                last_key = tk - 1
-            for j0 in range(0, last_key + 1, TILE):
+            for j0 in range(0, _keys_of_block(i0, off, tk), TILE):
                 _load_tile(tile_a, tile_b, k, v, s, j0, tk, d)
                 cuda.syncthreads()
                 if active:
-                    jend = j0 + TILE
-                    if jend > i + off + 1:
-                        jend = i + off + 1
-                    for j in range(j0, jend):
+                    for j in range(j0, _keys_of_row(j0, i, off)):
                         p = math.exp(scale * _dot(row_a, tile_a, j - j0, d) - lse_i)
                         ds = p * (_dot(row_b, tile_b, j - j0, d) - d_i)
                         for c in range(d):

@@ -2,8 +2,10 @@
 
 ``matmul``: out (M, N) = op(a) (M, K) @ op(b) (K, N), op = transpose or not.
 A naive kernel (one thread per output, K loads from global memory each)
-is memory bound. The tiled kernel below cuts ``out`` into BM x BN tiles,
-one per block, and walks K in steps of BK:
+is memory bound. The tiled kernel below (its body the device function
+``block_tile_product``, which ``attention.py``'s batched product calls for
+each product of its stack) cuts ``out`` into BM x BN tiles, one per block,
+and walks K in steps of BK:
 
     1. the block's threads copy a BM x BK tile of op(a) and a BK x BN tile of
        op(b) into shared memory (each value read from global memory once
@@ -41,12 +43,15 @@ else:
 GEMM_THREADS = (BM // TM) * (BN // TN)
 
 
-@cuda.jit
-def _gemm(a, b, out, trans_a, trans_b, accumulate):
+@cuda.jit(device=True)
+def block_tile_product(a, b, out, trans_a, trans_b, accumulate, a_tile, b_tile):
+    """The calling block's tile of out = op(a) @ op(b) (+= when accumulate), a, b, out 2-D:
+    rows blockIdx.y * BM .., columns blockIdx.x * BN .., by steps 1-3 above. The kernel
+    allocates the shared tiles (a_tile (BK, BM), b_tile (BK, BN)); they are free again on
+    return, so a kernel may call this once per product of a stack (``attention._bmm``)."""
     m, n = out.shape
     k_total = a.shape[0] if trans_a else a.shape[1]
-    a_tile = cuda.shared.array((BK, BM), a.dtype)  # a_tile[kk, i] = op(a)[row0 + i, k0 + kk]
-    b_tile = cuda.shared.array((BK, BN), b.dtype)  # b_tile[kk, j] = op(b)[k0 + kk, col0 + j]
+    # a_tile[kk, i] = op(a)[row0 + i, k0 + kk], b_tile[kk, j] = op(b)[k0 + kk, col0 + j]
     acc = cuda.local.array((TM, TN), a.dtype)
     a_reg = cuda.local.array(TM, a.dtype)
     b_reg = cuda.local.array(TN, b.dtype)
@@ -94,7 +99,7 @@ def _gemm(a, b, out, trans_a, trans_b, accumulate):
             for i in range(TM):
                 for j in range(TN):
                     acc[i, j] += a_reg[i] * b_reg[j]
-        cuda.syncthreads()
+        cuda.syncthreads()  # 3. the tiles are overwritten next
 
     for i in range(TM):
         for j in range(TN):
@@ -104,6 +109,13 @@ def _gemm(a, b, out, trans_a, trans_b, accumulate):
                     out[r, c] += acc[i, j]
                 else:
                     out[r, c] = acc[i, j]
+
+
+@cuda.jit
+def _gemm(a, b, out, trans_a, trans_b, accumulate):
+    a_tile = cuda.shared.array((BK, BM), a.dtype)
+    b_tile = cuda.shared.array((BK, BN), b.dtype)
+    block_tile_product(a, b, out, trans_a, trans_b, accumulate, a_tile, b_tile)
 
 
 def matmul(a, b, out=None, trans_a=False, trans_b=False, accumulate=False):
