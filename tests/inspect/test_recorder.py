@@ -219,3 +219,78 @@ def test_a_deep_copy_of_a_watched_model_is_independent():
     assert recorder.to_dict()["activations"]["0"]["mean"][0] == pytest.approx(
         y.astype(np.float64).mean(), rel=1e-5)  # only the original's call counted
     assert gradcheck(model, x.astype(np.float64)).ok()
+
+
+# --- a GPT: leaves that their parent computes inline -------------------------------------------
+def _gpt(seed=0):
+    from tinyar.models.language_model import AutoregressiveLM
+    manual_seed(seed)
+    return AutoregressiveLM(vocab_size=11, embed_dim=8, hidden_size=8, num_layers=2,
+                            head="flat", backbone="transformer", num_heads=2, context=6)
+
+
+def test_every_leaf_with_parameters_of_a_gpt_is_recorded():
+    """TransformerBlock.linear1 (its bias + GELU fused) and TransformerStack.pos_embedding
+    (its rows added in place) never run their own forward or backward: they are recorded
+    all the same, activations and gradients, checked against direct computation. With one
+    sequence (N = 1) dL/d(positions' rows) is pos_embedding's gradient, and with one row
+    (N = T = 1) dL/d(linear1's output) is linear1's bias gradient."""
+    model = _gpt()
+    block = model.backbone.block1
+    norm2_outputs = []  # linear1's input, caught on the way (the recorder wraps this too)
+    norm2_forward = block.norm2.forward
+    object.__setattr__(block.norm2, "forward",
+                       lambda x: norm2_outputs.append(norm2_forward(x)) or norm2_outputs[-1])
+    recorder = Recorder(model, histogram_steps=(1,))
+    rng = np.random.default_rng(3)
+    expected = []
+    for steps in (4, 1):  # step 1: one sequence of 4 tokens; step 2: a single token
+        ids, targets = rng.integers(0, 11, (2, 1, steps))
+        model.loss(ids, targets)
+        model.zero_grad()
+        model.backward()
+        w1, b1 = block.linear1.weight.data, block.linear1.bias.data
+        linear1_out = norm2_outputs[-1].reshape(-1, 8).astype(np.float64) @ w1.T + b1
+        positions = model.backbone.pos_embedding.weight
+        expected.append({"linear1": (linear1_out, np.linalg.norm(block.linear1.bias.grad)),
+                         "positions": (positions.data[:steps].astype(np.float64),
+                                       np.linalg.norm(positions.grad[:steps]))})
+        recorder.step()
+    record = recorder.to_dict()
+    acts = record["activations"]
+    leaves = [name for name, m in model.named_modules() if not m._modules and m._parameters]
+    assert {"backbone.pos_embedding", "backbone.block0.linear1",
+            "backbone.block1.linear1"} <= set(leaves)
+    for name in leaves:
+        for key in ("mean", "std", "grad_norm"):
+            assert all(v is not None for v in acts[name][key]), (name, key, acts[name])
+        assert acts[name]["grad_norm"][0] > 0, name
+    histogram_names = {h["name"] for h in record["histograms"] if h["kind"] == "activation"}
+    assert set(leaves) <= histogram_names
+    linear1, positions = acts["backbone.block1.linear1"], acts["backbone.pos_embedding"]
+    for i, step in enumerate(expected):
+        y, _ = step["linear1"]
+        assert linear1["mean"][i] == pytest.approx(y.mean(), rel=1e-4, abs=1e-7)
+        assert linear1["std"][i] == pytest.approx(y.std(), rel=1e-4)
+        rows, grad_norm = step["positions"]
+        assert positions["mean"][i] == pytest.approx(rows.mean(), rel=1e-4, abs=1e-7)
+        assert positions["std"][i] == pytest.approx(rows.std(), rel=1e-4)
+        assert positions["grad_norm"][i] == pytest.approx(grad_norm, rel=1e-5)
+    assert linear1["grad_norm"][1] == pytest.approx(expected[1]["linear1"][1], rel=1e-5)
+    recorder.detach()
+    for _, module in model.named_modules():
+        assert not {"_run", "_mlp_hidden", "backward"} & set(module.__dict__), module
+
+
+def test_recording_a_gpt_changes_nothing_in_its_training():
+    plain, watched = _gpt(), _gpt()
+    recorder = Recorder(watched, modules="all")
+    ids, targets = np.random.default_rng(4).integers(0, 11, (2, 3, 6))
+    for model in (plain, watched):
+        model.loss(ids, targets)
+        model.zero_grad()
+        model.backward()
+    recorder.step()
+    for (name, p), q in zip(plain.named_parameters(), watched.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+    assert recorder.to_dict()["activations"]["backbone.block0.linear1"]["grad_norm"][0] > 0

@@ -36,6 +36,18 @@ was; a deep copy of a watched model (``gradcheck`` makes one) gets plain
 methods. Only numbers are kept (sums and counts during a step, a few floats
 per step afterwards), so it is cheap enough to leave on.
 
+Two leaves of a GPT never have their forward or backward called: their parent
+computes them inline, so the recorder hooks the parent's methods where their
+output and its gradient pass instead:
+
+    TransformerBlock.linear1         output a + b1 (M, F), a = z W1^T as the block keeps
+                                     it after ``_mlp_hidden``; dL/d(a + b1) is the block's
+                                     fused bias + GELU backward of the dL/du that leaves
+                                     ``dropout.backward``, run once more on recorded steps
+    TransformerStack.pos_embedding   output pos[start:start+T] for each of the N rows
+                                     (``_run``'s arguments); dL/d(output) = dL/dh, the dx
+                                     that the stack's ``backward`` returns (h = x + pos)
+
     recorder = Recorder(model, every=10, histogram_steps=(1, 100, 1000))
     for step in ...:
         loss = model.loss(x, y); model.zero_grad(); model.backward()
@@ -211,30 +223,63 @@ class Recorder:
             self.module_series[label] = {"type": type(module).__name__, "kind": kind}
             self._wrap(module, "forward", self._forward_wrapper(module, label, kind))
             self._wrap(module, "backward", self._backward_wrapper(module, label))
+        for name, module in named:
+            self._watch_inline_leaves(name, module)
 
     def _wrap(self, module, attribute, wrapper):
         before = module.__dict__.get(attribute, _ABSENT)
         object.__setattr__(module, attribute, wrapper)
         self._wrapped.append((module, attribute, before))
 
+    def _observe_output(self, label, kind, y):
+        """Pool the statistics (and at histogram steps the histogram) of one output."""
+        if y is not None and np.issubdtype(y.dtype, np.floating):
+            self._pending[label] = _merge(self._pending.get(label), activation_stats(y, kind))
+            if self._step in self.histogram_steps and label not in self._pending_hist:
+                self._pending_hist[label] = histogram(y, self.bins)
+
+    def _observe_grad(self, label, g):
+        """Add ||dL/d(output)||^2 of one backward call."""
+        if g is not None:
+            self._pending_grad[label] = self._pending_grad.get(label, 0.0) + \
+                _sum_of_squares(_host(g))
+
     def _forward_wrapper(self, module, label, kind):
         def watch(result):
-            y = _first_array(result)
-            if y is not None and np.issubdtype(y.dtype, np.floating):
-                self._pending[label] = _merge(self._pending.get(label), activation_stats(y, kind))
-                if self._step in self.histogram_steps and label not in self._pending_hist:
-                    self._pending_hist[label] = histogram(y, self.bins)
+            self._observe_output(label, kind, _first_array(result))
 
         return _Hook(self, module.forward, after=watch)
 
     def _backward_wrapper(self, module, label):
         def watch(args):
-            g = _first_array(args[0]) if args else None
-            if g is not None:
-                self._pending_grad[label] = self._pending_grad.get(label, 0.0) + \
-                    _sum_of_squares(_host(g))
+            self._observe_grad(label, _first_array(args[0]) if args else None)
 
         return _Hook(self, module.backward, before=watch)
+
+    def _watch_inline_leaves(self, name, module):
+        """Watch the leaves that ``module`` computes itself, without calling their forward
+        or backward, where their output and its gradient pass instead (the module
+        docstring's list)."""
+        from ..nn.transformer import TransformerBlock, TransformerStack
+        prefix = f"{name}." if name else ""
+        if isinstance(module, TransformerBlock) and prefix + "linear1" in self.module_series:
+            label = prefix + "linear1"
+            self._wrap(module, "_mlp_hidden", _Hook(
+                self, module._mlp_hidden,
+                after=lambda _: self._observe_output(label, None, _linear1_output(module))))
+            self._wrap(module.dropout, "backward", _Hook(
+                self, module.dropout.backward,
+                after=lambda grad_u: self._observe_grad(label, _linear1_grad(module, grad_u))))
+        if isinstance(module, TransformerStack) and prefix + "pos_embedding" in self.module_series:
+            label = prefix + "pos_embedding"
+            self._wrap(module, "_run", _Hook(
+                self, module._run,
+                before=lambda args: self._observe_output(label, None,
+                                                         _positions_output(module, *args[:2]))))
+            # h = x + pos: dL/d(the positions' rows) = dL/dh, the dx the stack returns
+            self._wrap(module, "backward", _Hook(
+                self, module.backward,
+                after=lambda result: self._observe_grad(label, _first_array(result))))
 
     def detach(self):
         """Remove every wrapper: the modules behave exactly as before."""
@@ -478,6 +523,32 @@ def _clean_histograms(value, problems):
     if len(value) > MAX_HISTOGRAMS:
         problems.append(f"only the first {MAX_HISTOGRAMS} of {len(value)} histograms are shown")
     return out
+
+
+# --- leaves that their parent computes inline ------------------------------------------------
+def _linear1_output(block):
+    """A TransformerBlock's linear1 output a + b1 (M, F): the block's product a = z W1^T,
+    kept for its backward, and the bias the fused bias + GELU adds."""
+    a = _host(block._a)
+    bias = block.linear1.bias
+    return a if bias is None else a + _host(bias.data)
+
+
+def _linear1_grad(block, grad_u):
+    """dL/d(a + b1) (M, F) from dL/du, u = gelu(a + b1): the block's own fused op, run
+    once more (on recorded steps only)."""
+    from ..backend import backend_of
+    B = backend_of(grad_u)
+    return B.bias_gelu_backward(grad_u.reshape(block._a.shape), block._a, block._bias1(B),
+                                block.activation == "gelu_tanh")
+
+
+def _positions_output(stack, x, start):
+    """What an Embedding of positions start .. start+T-1 would output for x (N, T, E):
+    rows pos[start:start+T] for each of the N sequences, (N, T, E) (a broadcast view)."""
+    n, steps = x.shape[0], x.shape[1]
+    rows = _host(stack.pos_embedding.weight.data[start:start + steps])
+    return np.broadcast_to(rows, (n,) + rows.shape)
 
 
 class _Hook:
