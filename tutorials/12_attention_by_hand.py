@@ -219,31 +219,27 @@ def attention_backward(dO, Q, K, V, P, scale=True):
 #
 # As in chapter 01: put a fixed random weight R on every output, L = Σ R ⊙ O
 # (so dO = R), nudge each entry of Q, K and V by ±ε, and compare
-# (L(w+ε) − L(w−ε)) / 2ε with the derived gradient. In float64, ε = 1e-6.
+# (L(w+ε) − L(w−ε)) / 2ε with the derived gradient, in float64 with ε = 1e-6.
+# Chapter 01 wrote that loop out; here tinyar's `gradcheck` runs it. It checks
+# anything with tinyar's `Module` contract, so the two NumPy functions become a
+# module: `forward(Q, K, V)` computes O and keeps P, `backward(dO)` returns the
+# gradients of the three inputs.
 
 # %%
-def numerical_gradient(f, w, eps=1e-6):
-    """Central differences of the scalar function f() with respect to array w (changed in place)."""
-    grad = np.zeros_like(w)
-    for index in np.ndindex(w.shape):
-        old = w[index]
-        w[index] = old + eps
-        plus = f()
-        w[index] = old - eps
-        minus = f()
-        w[index] = old
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
+class AttentionByHand(tinyar.nn.Module):
+    """O = softmax(Q Kᵀ / √d + mask) V, forward and backward by the functions above."""
+
+    def forward(self, Q, K, V):
+        O, P = attention_forward(Q, K, V)
+        self.saved = (Q, K, V, P)
+        return O
+
+    def backward(self, dO):
+        return attention_backward(dO, *self.saved)
 
 
-R = rng.standard_normal((T, d))
-O, P = attention_forward(Q, K, V)
-analytic = dict(zip("QKV", attention_backward(R, Q, K, V, P)))
-print(f"{'':<4}{'entries':>8}{'relative error':>16}")
-for name, w in zip("QKV", (Q, K, V)):
-    numeric = numerical_gradient(lambda: np.sum(R * attention_forward(Q, K, V)[0]), w)
-    err = np.abs(analytic[name] - numeric).max() / np.abs(numeric).max()
-    print(f"d{name:<3}{w.size:>8}{err:>16.2e}")
+report = gradcheck(AttentionByHand(), Q, K, V)
+print(report)   # input[0], [1], [2]: Q, K and V
 
 # %% [markdown]
 # Errors near 1e-9 or below: the derivation is right. (Forget the row sum in dS,
