@@ -52,3 +52,22 @@ def test_json_round_trip(tmp_path):
     h.save(tmp_path / "h.json")
     g = ClassHierarchy.load(tmp_path / "h.json")
     np.testing.assert_array_equal(g.parent, h.parent)
+
+
+def test_shortlist_gives_the_most_frequent_labels_classes_of_their_own():
+    rng = np.random.default_rng(0)
+    counts = rng.permutation(np.arange(1, 201) ** 2)
+    h = ClassHierarchy.from_counts(counts, 8, shortlist=5)
+    top = np.argsort(-counts, kind="stable")[:5]
+    np.testing.assert_array_equal(h.parent[top], np.arange(5))  # most frequent first
+    assert all(np.sum(h.parent == c) == 1 for c in range(5))
+    rest = np.setdiff1d(np.arange(200), top)
+    plain = ClassHierarchy.from_counts(counts[rest], 8)
+    np.testing.assert_array_equal(h.parent[rest], 5 + plain.parent)
+    assert h.num_classes == 5 + plain.num_classes
+
+
+@pytest.mark.parametrize("shortlist", [-1, 10, 2.0, True, "3"])
+def test_shortlist_out_of_range_is_one_line(shortlist):
+    with pytest.raises(HierarchyError, match="shortlist must be an integer in \\[0, 9\\]"):
+        ClassHierarchy.from_counts(np.arange(1, 11), 3, shortlist=shortlist)

@@ -47,6 +47,31 @@ def test_flat_head_and_word_level(tmp_path, corpus):
     assert not os.path.exists(os.path.join(run, "hierarchy.json"))
 
 
+def test_shortlist_gives_the_most_frequent_tokens_classes_of_their_own(tmp_path, corpus,
+                                                                       capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "--data", corpus, "--steps", "2", "--out", run, "--shortlist", "3",
+                 "--classes", "2", *TINY]) == 0
+    vocab = json.load(open(os.path.join(run, "vocab.json")))
+    hierarchy = json.load(open(os.path.join(run, "hierarchy.json")))
+    parents = np.asarray(hierarchy["parent"])
+    assert sorted(np.bincount(parents)[:3]) == [1, 1, 1] and parents.max() == 4
+    counts = {ch: CORPUS.count(ch) for ch in set(CORPUS)}
+    top3 = sorted(counts, key=counts.get, reverse=True)[:3]
+    tokens = vocab["tokens"] if isinstance(vocab, dict) else vocab
+    assert sorted(parents[[tokens.index(ch) for ch in top3]]) == [0, 1, 2]
+    assert main(["eval", run]) == 0
+    for bad, message in ((["--shortlist", "-1"], "--shortlist"),
+                         (["--shortlist", "100"], "--shortlist: expected fewer tokens"),
+                         (["--shortlist", "5", "--classes", "100"], "at most"),
+                         (["--shortlist", "2", "--head", "flat"], "--shortlist")):
+        capsys.readouterr()
+        assert main(["train", "--data", corpus, "--out", str(tmp_path / "bad"), *bad,
+                     *TINY]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_interrupt_saves_and_resume_continues(tmp_path, corpus, monkeypatch):
     run = str(tmp_path / "run")
     calls = {"n": 0}

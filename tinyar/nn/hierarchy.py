@@ -18,7 +18,9 @@ Hierarchies come from
   of the counts (Mikolov et al. 2011, "Extensions of recurrent neural network
   language model", sec. 3): labels sorted by frequency and cut into classes of
   about equal sqrt-frequency mass, so frequent words sit in small classes and
-  rare words share large ones;
+  rare words share large ones; with ``shortlist=k`` the k most frequent labels
+  are each a class of their own first (the first level then predicts those
+  words directly, as the head of Grave et al. 2017's adaptive softmax does);
 * ``from_parents(parents)``: a given label -> class mapping;
 * ``from_mapping({"vehicles": ["car", ...], ...}, labels)``, and the same
   mapping read from a JSON file by ``from_json(path, labels)``.
@@ -120,24 +122,43 @@ class ClassHierarchy:
         return cls(parent, class_names, label_names)
 
     @classmethod
-    def from_counts(cls, counts, num_classes=None, label_names=None):
+    def from_counts(cls, counts, num_classes=None, label_names=None, shortlist=0):
         """Frequency binning on sqrt(count); ``num_classes`` defaults to round(sqrt(V)).
 
         Classes that binning would leave empty (a single word heavier than
         1/num_classes of the mass) are dropped, so the result may have fewer
         classes than asked for; it never has more.
+
+        ``shortlist`` = k > 0: the k most frequent labels come first, each a
+        class of its own (classes 0..k-1, most frequent first, so P(y) is the
+        first level's probability alone for them), and the other V - k labels
+        are binned as above into ``num_classes`` classes (default
+        round(sqrt(V - k))), numbered from k.
         """
         counts = np.asarray(counts, dtype=np.float64)
         vocab = counts.size
         if vocab < 1:
             raise HierarchyError("ClassHierarchy.from_counts: no labels")
+        if isinstance(shortlist, bool) or not isinstance(shortlist, numbers.Integral) or \
+                not 0 <= shortlist < vocab:
+            raise HierarchyError(f"ClassHierarchy.from_counts: shortlist must be an integer "
+                                 f"in [0, {vocab - 1}] (fewer than the {vocab} labels), got "
+                                 f"{shortlist!r}")
+        by_frequency = np.argsort(-counts, kind="stable")
+        shortlist = int(shortlist)
+        if shortlist:
+            rest = by_frequency[shortlist:]
+            binned = cls.from_counts(counts[rest], num_classes)
+            parent = np.empty(vocab, np.int64)
+            parent[by_frequency[:shortlist]] = np.arange(shortlist)
+            parent[rest] = shortlist + binned.parent
+            return cls(parent, label_names=label_names)
         if num_classes is None:
             num_classes = max(1, int(round(np.sqrt(vocab))))
         num_classes = int(num_classes)
         if not 1 <= num_classes <= vocab:
             raise HierarchyError(f"ClassHierarchy.from_counts: num_classes must be in "
                                  f"[1, {vocab}] (the number of labels), got {num_classes}")
-        by_frequency = np.argsort(-counts, kind="stable")
         mass = np.sqrt(np.maximum(counts[by_frequency], 0.0))
         total = mass.sum()
         if total <= 0:

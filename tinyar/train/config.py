@@ -131,6 +131,25 @@ def last_option():
     return declared(LAST, False)
 
 
+#: Data-parallel training (``mpiexec -n N tinyar train|classify``): how the gradients are
+#: averaged over the ranks, and how many CPU threads each rank takes.
+ALLREDUCE = Option(help="under mpiexec: average the gradients with one blocking all-reduce "
+                        "after backward, or in buckets whose all-reduce starts while backward "
+                        "goes on (ignored in a single process)", kind=str,
+                   choices=("bucketed", "blocking"))
+THREADS = Option(help="CPU threads (BLAS and Numba) of each process; 0: all cores in a "
+                      "single process, cores / ranks on this machine under mpiexec",
+                 kind=int, low=0, high=1 << 12)
+
+
+def allreduce_option():
+    return declared(ALLREDUCE, "bucketed")
+
+
+def threads_option():
+    return declared(THREADS, 0)
+
+
 # --- checking values ----------------------------------------------------------------------------
 def _num(x):
     """A bound as people write it: 1, 0.5, 1e-06, 4,294,967,295."""
@@ -418,13 +437,18 @@ class LMConfig(Validated):
                                      "or one flat softmax", choices=("multilevel", "flat"))
     classes: int = option(0, "classes of the multi-level head (0: about sqrt(vocabulary))",
                           low=0, high=10**7, needs=(("head", ("multilevel",)),))
+    shortlist: int = option(0, "multi-level head: the N most frequent tokens each a class of "
+                               "their own, predicted by the first level alone (Grave et al. "
+                               "2017); the rest binned into --classes (0: none)",
+                            low=0, high=10**7, needs=(("head", ("multilevel",)),))
     tie: bool = option(False, "tie the flat head's weights to the embedding (needs --head "
                               "flat and --embed equal to --hidden)",
                        needs=(("head", ("flat",)),))
     steps: int = option(600, "training steps", **_COUNT)
     epochs: float = option(0.0, "epochs over the training text, instead of --steps (0: use "
                                 "--steps)", low=0, high=10**6)
-    batch: int = option(32, "sequences per batch", low=1, high=1 << 20)
+    batch: int = option(32, "sequences per batch (of each rank under mpiexec: the batch is "
+                            "ranks x --batch)", low=1, high=1 << 20)
     bptt: int = option(64, "truncated-BPTT length (tokens per sequence and step)", low=1,
                        high=1 << 20)
     lr: float = option(3e-3, "learning rate", **_LR_BOUNDS)
@@ -447,6 +471,8 @@ class LMConfig(Validated):
     max_seconds: float = option(0.0, "stop after this much training time (0: no limit)",
                                 low=0, high=1e8)
     device: str = device_option()
+    allreduce: str = allreduce_option()
+    threads: int = threads_option()
     seed: int = seed_option()
     out: str = option("", "run folder (default: runs/lm-DATE-TIME)", metavar="FOLDER")
     prompt: str = option("", "prompt of the samples shown during training",
@@ -518,7 +544,8 @@ class ClassifyConfig(Validated):
                                       "'0:0.9,0.1;2:0.5,0.5;4:0.1,0.9'", metavar="SCHEDULE",
                                   needs=(("head", ("multilevel",)),))
     epochs: int = option(3, "training epochs", low=1, high=10**6)
-    batch: int = option(64, "images per batch", low=1, high=1 << 20)
+    batch: int = option(64, "images per batch (of each rank under mpiexec: the batch is "
+                            "ranks x --batch)", low=1, high=1 << 20)
     lr: float = option(2e-3, "learning rate", **_LR_BOUNDS)
     optimizer: str = option("adam", "optimizer", choices=("adam", "adamw", "sgd"))
     clip: float = option(5.0, "gradient-norm clip (0: none)", low=0, high=1e6)
@@ -530,6 +557,8 @@ class ClassifyConfig(Validated):
     early_stop: int = option(0, "stop after N epochs without a better validation loss "
                                 "(0: never)", low=0, high=10**6)
     device: str = device_option()
+    allreduce: str = allreduce_option()
+    threads: int = threads_option()
     seed: int = seed_option()
     out: str = option("", "run folder (default: runs/classify-DATE-TIME)", metavar="FOLDER")
 

@@ -77,7 +77,15 @@ def build_hierarchy(config, tokenizer):
     if classes is not None and classes > tokenizer.vocab_size:
         raise ConfigError(f"--classes {classes} is larger than the vocabulary "
                           f"({tokenizer.vocab_size} tokens); use at most {tokenizer.vocab_size}")
-    return ClassHierarchy.from_counts(np.maximum(tokenizer.counts, 1), classes)
+    if config.shortlist >= tokenizer.vocab_size:
+        raise ConfigError(f"--shortlist: expected fewer tokens than the vocabulary "
+                          f"({tokenizer.vocab_size}), got {config.shortlist}")
+    if classes is not None and config.shortlist + classes > tokenizer.vocab_size:
+        raise ConfigError(f"--classes {classes}: with --shortlist {config.shortlist} at most "
+                          f"{tokenizer.vocab_size - config.shortlist} classes remain for the "
+                          f"other tokens, got {classes}")
+    return ClassHierarchy.from_counts(np.maximum(tokenizer.counts, 1), classes,
+                                      shortlist=config.shortlist)
 
 
 def build_model(config, tokenizer, hierarchy):
