@@ -19,11 +19,17 @@ ids, 4 layers, 4 heads, width 256, context 128, batch 8. tinyar's multi-level
 head (about sqrt(V) frequency classes) against PyTorch's full softmax and its
 ``AdaptiveLogSoftmaxWithLoss`` at cutoffs [2000, 10000] and [1000, 5000];
 ``--head-only`` times the output layer alone on the 1,024 feature rows.
+``--shortlist K`` adds tinyar's multi-level head whose first level also holds
+the K most frequent words, each a class of its own (Grave et al. 2017).
 
 ``--generate`` times sampling ``--new`` tokens after a one-token prompt with
 the ``cpu`` model: tinyar's key/value cache, PyTorch's nanoGPT loop (the whole
 window again for every token, no cache) and a PyTorch loop with a cache
 written out the same way as tinyar's (keys and values appended per layer).
+The default lengths are 63 tokens (all inside the 64-position context: what a
+cache is for) and 200 (past it: with learned absolute positions a cached key
+belongs to its position, so once the window is full every side runs the
+whole window again for each token, cache or not).
 """
 import argparse
 import os
@@ -45,10 +51,10 @@ CUTOFFS = ([2000, 10000], [1000, 5000])
 VOCAB = 65
 
 
-def zipf_hierarchy(vocab):
+def zipf_hierarchy(vocab, shortlist=0):
     from tinyar.data.hierarchy import ClassHierarchy
     counts = np.bincount(zipf_tokens(vocab, 2_000_000, seed=1), minlength=vocab) + 1
-    return ClassHierarchy.from_counts(counts)
+    return ClassHierarchy.from_counts(counts, shortlist=shortlist)
 
 
 def large_vocabulary(args, torch):
@@ -60,12 +66,18 @@ def large_vocabulary(args, torch):
     shape = (width, size["layers"], size["heads"], size["context"])
     ml = tinyar_gpt(vocab, *shape, head="multilevel", hierarchy=hierarchy)
     flat = tinyar_gpt(vocab, *shape)
+    short = None
+    if args.shortlist:
+        short = (f"tinyar multi-level, short-list {args.shortlist}", tinyar_gpt(
+            vocab, *shape, head="multilevel", hierarchy=zipf_hierarchy(vocab, args.shortlist)))
     calls = []
     if args.head_only:
-        calls += head_only_calls(ml, flat, x, y, torch, vocab, width)
+        calls += head_only_calls(ml, flat, x, y, torch, vocab, width, short)
     else:
-        calls += [("tinyar multi-level", tinyar_step(ml, x, y)),
-                  ("tinyar flat softmax", tinyar_step(flat, x, y))]
+        calls += [("tinyar multi-level", tinyar_step(ml, x, y))]
+        if short is not None:
+            calls.append((short[0], tinyar_step(short[1], x, y)))
+        calls.append(("tinyar flat softmax", tinyar_step(flat, x, y)))
         if torch is not None:
             twin = torch_gpt(torch, vocab, *shape, state=flat.state_dict())
             calls.append(("torch full softmax", torch_step(torch, twin, x, y)))
@@ -92,7 +104,7 @@ def _Loss(torch, adaptive):
     return AdaptiveHead()
 
 
-def head_only_calls(ml, flat, x, y, torch, vocab, width):
+def head_only_calls(ml, flat, x, y, torch, vocab, width, short=None):
     rng = np.random.default_rng(0)
     h = rng.standard_normal((y.size, width)).astype(np.float32)
     t = y.reshape(-1)
@@ -103,7 +115,10 @@ def head_only_calls(ml, flat, x, y, torch, vocab, width):
             head(h, t)
             head.backward()
         return call
-    calls = [("tinyar multi-level", step(ml.head)), ("tinyar flat softmax", step(flat.head))]
+    calls = [("tinyar multi-level", step(ml.head))]
+    if short is not None:
+        calls.append((short[0], step(short[1].head)))
+    calls.append(("tinyar flat softmax", step(flat.head)))
     if torch is not None:
         th, tt = torch.from_numpy(h).requires_grad_(True), torch.from_numpy(t)
         heads = [("torch full softmax", torch.nn.Linear(width, vocab), None)]
@@ -139,21 +154,26 @@ def training(args, torch):
 
 
 def generation(args, torch):
+    for new in args.new:
+        generation_of(args, torch, new)
+        print()
+
+
+def generation_of(args, torch, new):
     size = SIZES["cpu"]
     model = tinyar_gpt(VOCAB, size["width"], size["layers"], size["heads"], size["context"])
     rng = np.random.default_rng(0)
     prompt = np.array([1], np.int64)
 
     def tinyar_cached():
-        model.generate(prompt, args.new, temperature=1.0, rng=rng)
+        model.generate(prompt, new, temperature=1.0, rng=rng)
 
     calls = [("tinyar, cache", tinyar_cached)]
     if torch is not None:
         twin = torch_gpt(torch, VOCAB, size["width"], size["layers"], size["heads"],
                          size["context"], state=model.state_dict()).eval()
-        calls += [("torch, no cache (nanoGPT)", lambda: torch_uncached(torch, twin, size,
-                                                                        args.new)),
-                  ("torch, cache", lambda: torch_cached(torch, twin, size, args.new))]
+        calls += [("torch, no cache (nanoGPT)", lambda: torch_uncached(torch, twin, size, new)),
+                  ("torch, cache", lambda: torch_cached(torch, twin, size, new))]
     rows = []
     for name, call in calls:
         call()  # warm-up: compiles, allocates
@@ -162,8 +182,8 @@ def generation(args, torch):
             start = time.perf_counter()
             call()
             best = min(best, time.perf_counter() - start)
-        rows.append((name, best * 1e3 / args.new))
-    lines = [table(f"generation, ms per token ({args.new} tokens after a 1-token prompt, the "
+        rows.append((name, best * 1e3 / new))
+    lines = [table(f"generation, ms per token ({new} tokens after a 1-token prompt, the "
                    f"cpu model, context {size['context']})", rows, reference="tinyar, cache"),
              "", "| implementation | tokens/s |", "|---|---:|"]
     lines += [f"| {name} | {1e3 / ms:.0f} |" for name, ms in rows]
@@ -226,7 +246,10 @@ def main():
     parser.add_argument("--generate", action="store_true")
     parser.add_argument("--head-only", action="store_true",
                         help="with --size vocab50k: the output layer alone")
-    parser.add_argument("--new", type=int, default=200, help="tokens to generate")
+    parser.add_argument("--shortlist", type=int, default=0,
+                        help="with --size vocab50k: also a head with this root short-list")
+    parser.add_argument("--new", type=int, nargs="+", default=[63, 200],
+                        help="tokens to generate (one table for each)")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
