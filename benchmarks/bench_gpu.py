@@ -1,6 +1,6 @@
 """GPU benchmarks (issue 5): tinyar's CUDA backend against PyTorch CUDA, same process.
 
-    python benchmarks/bench_gpu.py [sgemm|char|word|lenet|all] [--repeats 30]
+    python benchmarks/bench_gpu.py [sgemm|char|word|lenet|gpt|all] [--repeats 30]
     NUMBA_ENABLE_CUDASIM=1 python benchmarks/bench_gpu.py all --launches-only --scale 0.03
 
 Workloads (issue 5, item 6):
@@ -12,6 +12,11 @@ Workloads (issue 5, item 6):
   256, 35 steps, Adam) at batch 256, tinyar's multi-level softmax against
   PyTorch's full softmax.
 * ``lenet``: the LeNet-like step of ``bench_lenet.py`` at batch 512.
+* ``gpt``: the GPT step of ``bench_gpt.py`` in nanoGPT's CPU configuration (4
+  layers, 4 heads, width 128, context 64, batch 12, V 65, tied head, AdamW,
+  clipping at 1.0), and the same GPT with every attention on the flash path
+  (``flash_above=0``: one kernel per direction instead of the score product,
+  causal softmax and value product); PyTorch's twin of ``gpt_twins.py``.
 
 Every training workload also reports the **kernel launches per step** of
 tinyar's CUDA backend (``tinyar.backend.cuda.count_launches``): at ~30 us a
@@ -174,7 +179,48 @@ def lenet(args, torch):
     return [(f"LeNet-like training step, batch {size}, SGD momentum", rows)], {}
 
 
-WORKLOADS = {"sgemm": sgemm, "char": char, "word": word, "lenet": lenet}
+def gpt(args, torch):
+    from gpt_twins import tinyar_gpt, tinyar_step, torch_gpt, torch_step
+    from tinyar.nn import CausalSelfAttention
+    heads, layers, vocab = 4, 4, 65
+    size, context = _scaled(12, args.scale), _scaled(64, args.scale, 2)
+    width = heads * _scaled(32, args.scale, 1)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, vocab, (size, context + 1))
+    x, y = ids[:, :-1].copy(), ids[:, 1:].copy()
+    sizes = f"batch {size}, width {width}, context {context}, {layers} layers, {heads} heads"
+    tables, launches = [], {}
+    for flash in (False, True):
+        model = tinyar_gpt(vocab, width, layers, heads, context)
+        state = model.state_dict()
+        for module in model.modules():
+            if flash and isinstance(module, CausalSelfAttention):
+                module.flash_above = 0
+        model.to("cuda")
+        inner = tinyar_step(model, x, y)
+
+        def ours():
+            inner()
+            _sync()
+        title = f"GPT ({sizes}{', flash attention' if flash else ''})"
+        if args.launches_only:
+            launches[title] = count_per_step(ours)
+            continue
+        rows = [("tinyar", median_ms(ours, args.warmup, args.repeats))]
+        if _torch_cuda(torch) and not flash:
+            twin = torch_gpt(torch, vocab, width, layers, heads, context, state).cuda()
+            t_inner = torch_step(torch, twin, x, y, device="cuda")
+
+            def theirs():
+                t_inner()
+                torch.cuda.synchronize()
+            rows.append(("torch (scaled_dot_product_attention)",
+                         median_ms(theirs, args.warmup, args.repeats)))
+        tables.append((f"{title} training step, AdamW", rows))
+    return tables, launches
+
+
+WORKLOADS = {"sgemm": sgemm, "char": char, "word": word, "lenet": lenet, "gpt": gpt}
 
 
 def main():

@@ -103,9 +103,9 @@ def torch_gpt(torch, vocab, width, layers, heads, context, state=None, dropout=0
     return model
 
 
-def torch_step(torch, model, x, y, lr=1e-3, clip=1.0):
+def torch_step(torch, model, x, y, lr=1e-3, clip=1.0, device="cpu"):
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    tx, ty = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
     def step():
         optimizer.zero_grad(set_to_none=True)

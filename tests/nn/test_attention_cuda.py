@@ -121,3 +121,39 @@ def test_stack_generation_through_the_cache_and_past_the_context():
         out_gpu, state_gpu = gpu(tinyar.to_device(x[:, t:t + 1], "cuda"), state_gpu)
         _same(f"step {t}", out_gpu, out_cpu, dtype)
     assert state_gpu.length == 3
+
+
+# --- launches -------------------------------------------------------------------------------
+@needs_cuda
+@pytest.mark.parametrize("flash", [False, True])
+def test_gpt_step_launches_do_not_grow_with_the_context_or_the_batch(flash):
+    """A GPT training step (forward, backward, AdamW) launches the same kernels at any
+    sequence length and batch: attention's products run the (batch x heads) stack on the
+    grid, and the flash path is one kernel per direction. ``benchmarks/bench_gpu.py gpt
+    --launches-only`` counts nanoGPT's CPU configuration (benchmarks/RESULTS.md)."""
+    from tinyar.backend.cuda import count_launches
+    from tinyar.models import AutoregressiveLM
+    from tinyar.optim import AdamW
+    tinyar.manual_seed(0)
+    model = AutoregressiveLM(7, 4, 4, 1, head="flat", tie_weights=True, backbone="transformer",
+                             num_heads=2, context=4)
+    for module in model.modules():
+        if isinstance(module, CausalSelfAttention):
+            module.flash_above = 0 if flash else None
+    model.to("cuda")
+    optimizer = AdamW(model.parameters(), lr=1e-3)
+    counts = []
+    for n, t in ((1, 2), (1, 2), (2, 4)):  # the first step may set buffers up
+        ids = np.arange(n * (t + 1)).reshape(n, t + 1) % 7
+        with count_launches() as launches:
+            model.loss(ids[:, :-1], ids[:, 1:])
+            model.zero_grad()
+            model.backward()
+            optimizer.step()
+        counts.append((launches.count, dict(launches.by_kernel)))
+    assert counts[1] == counts[2]
+    kernels = counts[1][1]
+    if flash:
+        assert kernels["_forward"] == kernels["_backward"] == 1 and "_bmm" not in kernels
+    else:
+        assert kernels["_bmm"] == 6  # scores, values; and two products back through each
