@@ -23,6 +23,11 @@ A layer that calls its parent class's forward or backward (``MaxPool1d`` on its
 (N, C, 1, L) view) is checked once, at the outermost call. Layers whose backward
 overwrites what their forward saved (the recurrent layers) set
 ``single_backward = True``: a second backward after one forward is refused too.
+
+One process-wide hook, ``set_backward_hook(fn)``, is called as ``fn(module)`` each time a
+module's outermost backward returns: data-parallel training (``tinyar.distributed``) starts
+sending a group of gradients to the other processes as soon as the layers that own them are
+done, while backward goes on below. With no hook set, the cost is one ``is None`` test.
 """
 import threading
 from collections import OrderedDict
@@ -38,6 +43,18 @@ _construction = threading.local()
 
 #: How a backward's dL/d(output) may be passed by keyword (the first positional one otherwise).
 _GRAD_NAMES = ("grad_out", "grad_output", "grad", "grad_h")
+
+#: Called as ``_backward_hook(module)`` when a module's outermost backward returns, or None.
+_backward_hook = None
+
+
+def set_backward_hook(hook):
+    """Make ``hook(module)`` run each time a module's outermost backward returns (after its
+    gradients are in ``param.grad``); ``None`` removes it. Returns the hook it replaces, so
+    that a caller can restore it (or call it from its own hook)."""
+    global _backward_hook
+    previous, _backward_hook = _backward_hook, hook
+    return previous
 
 
 def _pack_after(init):
@@ -97,6 +114,8 @@ def _checked(backward):
             object.__setattr__(self, "_in_backward", False)
         if self.single_backward:
             object.__setattr__(self, "_forward_record", "consumed")
+        if _backward_hook is not None:
+            _backward_hook(self)
         return result
     checked.checks_backward = True
     return checked
