@@ -7,8 +7,8 @@ import sys
 import time
 
 
-def median_ms(step, warmup=10, repeats=100):
-    """Median wall time of ``step()`` in milliseconds, after ``warmup`` calls."""
+def step_times(step, warmup=10, repeats=100):
+    """The wall times (s) of ``repeats`` calls of ``step()``, after ``warmup`` calls."""
     for _ in range(warmup):
         step()
     times = []
@@ -16,7 +16,12 @@ def median_ms(step, warmup=10, repeats=100):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return times
+
+
+def median_ms(step, warmup=10, repeats=100):
+    """Median wall time of ``step()`` in milliseconds, after ``warmup`` calls."""
+    return statistics.median(step_times(step, warmup, repeats)) * 1e3
 
 
 def machine():
