@@ -581,14 +581,17 @@ savefig(fig, "14_bucket_timeline.png")
 # The cell below writes such a script into a temporary folder and runs it as
 # `mpiexec -n 2`. The ranks start from *different* random weights on purpose
 # (`rank_seed` gives each its own seed), so that the broadcast has something
-# to do; each rank then prints a checksum of its parameters after the
-# broadcast and after 20 steps in each gradient mode. Then this process
+# to do; each rank then writes its parameters after the broadcast and after
+# 20 steps in each gradient mode to a file of its own (two ranks printing long
+# lines into one pipe could interleave them), and this process prints their
+# checksums. Then it
 # replays the same 20 steps alone, at the global batch, from rank 0's
 # starting weights.
 
 # %%
 RANK_SCRIPT = textwrap.dedent('''
-    """Two ranks train the spiral network; each prints its parameters as JSON."""
+    """Two ranks train the spiral network; each writes its parameters to rank<r>.json
+    (one file a rank: two ranks printing long lines to one pipe may interleave them)."""
     import json
     import sys
 
@@ -635,7 +638,8 @@ RANK_SCRIPT = textwrap.dedent('''
                 optimizer.step()
             report[mode] = model.flat_parameters().data.tolist()
             report[mode + " loss"] = float(allreduce_mean([float(loss)], w)[0])
-        print("RANK " + json.dumps(report), flush=True)
+        with open(f"rank{w.rank}.json", "w", encoding="utf-8") as out:
+            json.dump(report, out)
 ''')
 
 
@@ -701,11 +705,11 @@ else:
                                f"{stderr[-2000:]}") from None
         print(f"(finished in {time.perf_counter() - started:.1f} s, exit status "
               f"{job.returncode})")
-    if job.returncode != 0:
-        raise RuntimeError(f"mpiexec -n 2 failed with status {job.returncode}:\n"
-                           f"{stdout[-2000:]}\n{stderr[-2000:]}")
-    reports = sorted((json.loads(line[len("RANK "):]) for line in stdout.splitlines()
-                      if line.startswith("RANK ")), key=lambda report: report["rank"])
+        if job.returncode != 0:
+            raise RuntimeError(f"mpiexec -n 2 failed with status {job.returncode}:\n"
+                               f"{stdout[-2000:]}\n{stderr[-2000:]}")
+        reports = [json.loads((Path(folder) / f"rank{r}.json").read_text(encoding="utf-8"))
+                   for r in (0, 1)]
     for report in reports:
         print(f"rank {report['rank']} of {report['size']} ({report['threads']} thread): "
               f"sum of parameters before the broadcast {report['before broadcast']:+.6f}, "
