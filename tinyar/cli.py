@@ -11,6 +11,16 @@ Errors: tinyar's own (``TinyarError``), a ``ValueError`` or an ``OSError`` (a fi
 cannot be read or written) end the command with one line, ``tinyar CMD: error: MESSAGE``,
 and exit status 2; Ctrl-C ends it with status 130. Any other exception is a bug in tinyar
 and keeps its traceback, so that it can be reported.
+
+Under ``mpiexec -n N tinyar train ...`` the N processes train one model together
+(data parallelism, ``tinyar.distributed``; ``--batch`` is each rank's, ``--allreduce``
+how gradients are averaged, ``--threads`` each rank's CPU threads, by default the cores of
+the machine shared among its ranks; with ``--device cuda`` rank r takes GPU ``local rank
+mod GPUs``, and the gradients travel through host memory unless the MPI is CUDA-aware).
+Rank 0 alone prints. A bad option fails on every rank alike, before they talk: one line
+from rank 0, status 2. Rank 0's setup failures (its run folder, its checkpoint) reach
+every rank the same way; any other exception on a rank ends the whole job with that
+rank's message (``MPI_Abort``), never a hang. ``classify`` runs in one process only.
 """
 import argparse
 import os
@@ -120,19 +130,59 @@ def _classify(args):
         return
     if last:
         raise ConfigError("--last: needs --eval RUN (it picks the checkpoint to evaluate)")
+    if _ranks() > 1:
+        raise ConfigError(f"classify: runs in one process; data-parallel training under "
+                          f"mpiexec is available for tinyar train, got {_ranks()} ranks")
     _start_training(classify.train_classifier, ClassifyConfig, given, resume)
+
+
+def _ranks():
+    """How many ranks run this command (1 unless started by mpiexec with more)."""
+    from .distributed import launched_by_mpi, world
+    return world().size if launched_by_mpi() else 1
 
 
 def _start_training(train, config_class, given, resume):
     """Continue run ``resume`` (the options given are its overrides, which the training
-    checks), or start a run from the given options, validated before any work."""
-    if resume is not None:
-        _check_backend()
-        train(config_class(), resume=resume, overrides=given)
-        return
-    config = config_class(**given).validate(given)
+    checks), or start a run from the given options, validated before any work.
+
+    Under mpiexec every rank validates the same options the same way, before any
+    collective, so a bad option is one error on each rank (printed by rank 0) and no rank
+    waits; training then runs inside ``abort_on_exception``: an exception on one rank ends
+    every rank, with that rank's message, instead of leaving the others in a collective.
+    """
+    if resume is None:
+        config = config_class(**given).validate(given)
     _check_backend()
-    train(config)
+    from .distributed import abort_on_exception, launched_by_mpi, world
+    guard = abort_on_exception(world()) if launched_by_mpi() else _no_guard()
+    agreed = None
+    with guard:
+        try:
+            if resume is not None:
+                train(config_class(), resume=resume, overrides=given)
+            else:
+                train(config)
+        except _agreed_failure() as exc:
+            agreed = exc
+    if agreed is not None:
+        # every rank knows (train/run.py: root_first, together), so no rank waits: end
+        # here, outside abort_on_exception, quietly on all but the rank that prints it
+        raise agreed.original if agreed.loud else _Quiet() from None
+
+
+class _Quiet(TinyarError):
+    """This rank ends with status 2 and prints nothing: another rank reports why."""
+
+
+def _agreed_failure():
+    from .train.run import AgreedFailure
+    return AgreedFailure
+
+
+def _no_guard():
+    import contextlib
+    return contextlib.nullcontext()
 
 
 def _evaluate_classifier(classify, run, given, last):
@@ -219,8 +269,17 @@ def one_line(exc):
 
 
 def _error(command, message):
-    print(f"tinyar {command}: error: {message}", file=sys.stderr)
+    """Print the error (under mpiexec, rank 0's only: every rank meets an error that gets
+    here, the same one; a rank's own failure ends the job through abort_on_exception)."""
+    if _is_root():
+        print(f"tinyar {command}: error: {message}", file=sys.stderr)
     return 2
+
+
+def _is_root():
+    """Whether this process prints: rank 0, or a single process (no mpi4py import then)."""
+    from .distributed import launched_by_mpi, world
+    return not launched_by_mpi() or world().is_root
 
 
 def main(argv=None):
@@ -234,7 +293,8 @@ def main(argv=None):
             raise UsageError(prog, f"unrecognized arguments: {' '.join(unknown)} (see {prog} "
                                    f"--help)")
     except UsageError as exc:
-        print(f"{exc.prog}: error: {one_line(exc)}", file=sys.stderr)
+        if _is_root():
+            print(f"{exc.prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
@@ -250,8 +310,11 @@ def main(argv=None):
         code = args.func(args)
     except SystemExit as exc:  # a command's own verdict (gradcheck: 1 when a check fails)
         return exc.code if isinstance(exc.code, int) else 2
+    except _Quiet:
+        return 2
     except KeyboardInterrupt:
-        print(f"\ntinyar {command}: interrupted", file=sys.stderr)
+        if _is_root():
+            print(f"\ntinyar {command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `tinyar sample RUN | head`: the reader left; nothing to say
         _silence_stdout()

@@ -56,10 +56,10 @@ def test_shortlist_gives_the_most_frequent_tokens_classes_of_their_own(tmp_path,
     hierarchy = json.load(open(os.path.join(run, "hierarchy.json")))
     parents = np.asarray(hierarchy["parent"])
     assert sorted(np.bincount(parents)[:3]) == [1, 1, 1] and parents.max() == 4
-    counts = {ch: CORPUS.count(ch) for ch in set(CORPUS)}
-    top3 = sorted(counts, key=counts.get, reverse=True)[:3]
     tokens = vocab["tokens"] if isinstance(vocab, dict) else vocab
-    assert sorted(parents[[tokens.index(ch) for ch in top3]]) == [0, 1, 2]
+    counts = np.array([CORPUS.count(token) for token in tokens])
+    # the singleton classes hold tokens no less frequent than any other (ties may go either way)
+    assert counts[parents < 3].min() >= counts[parents >= 3].max()
     assert main(["eval", run]) == 0
     for bad, message in ((["--shortlist", "-1"], "--shortlist"),
                          (["--shortlist", "100"], "--shortlist: expected fewer tokens"),

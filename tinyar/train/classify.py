@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import checkpoint
 from ..data import Augment, datasets, flip_allowed
+from ..distributed import World
 from ..data.augment import FLIP_ALLOWED
 from ..nn.hierarchy import ClassHierarchy
 from ..errors import CheckpointError, ConfigError, NumericalError, ShapeError, TinyarError
@@ -47,7 +48,7 @@ from .placement import check_device, place
 from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_overrides,
                   buffer_copies, check_kind, config_from_meta, default_folder, figure_of,
                   is_finite, meta_field, note, rebuilt, rng_state, set_rng_state, sync_log,
-                  validate)
+                  use_threads, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 RESUMABLE = frozenset({"epochs", "early_stop", "device", "decode"})
@@ -290,6 +291,8 @@ class ClassifierTraining(TrainingRun):
         return f"step {self.progress['step']} (epoch {self.progress['epoch'] + 1})"
 
     def __init__(self, quiet):
+        # one process: data-parallel classification is not supported yet (cli.py refuses it)
+        self.world = World()
         self.quiet = quiet
         self.phase = "setup"
         self.saved_step = None
@@ -304,6 +307,7 @@ class ClassifierTraining(TrainingRun):
                 setattr(config, key, value)
         validate(config)
         check_device(config.device)
+        use_threads(self.world, config.threads)
         self.config = config
         self.run = RunFolder(config.out or default_folder("classify"))
         config.out = self.run.folder
@@ -338,6 +342,7 @@ class ClassifierTraining(TrainingRun):
         config.out = run.folder
         validate(config)
         check_device(config.device)
+        use_threads(self.world, config.threads)
         self.config = config
         manual_seed(config.seed)
         self._load_data()

@@ -23,6 +23,16 @@ reports (``eval_every``, ``sample_every``, ``checkpoint_every``, ``sample_tokens
 ``prompt``). The others (model, data, optimizer, seed, ``out``) made the checkpoint
 and are refused. ``max_seconds`` counts the run's whole training time, earlier parts
 included. New ``steps`` stretch the cosine schedule to the new length.
+
+Under ``mpiexec -n N`` the run is data-parallel (``tinyar.distributed``): ``--batch`` is
+each rank's, the stream batcher is built for the global batch of N x ``--batch`` rows and
+rank r takes rows r, r + N, ... of every batch (each row a stream whose recurrent state
+stays on its rank), gradients are averaged over the ranks before clipping, the loss and
+the validation loss are the whole batch's and the whole validation text's, so N ranks
+compute what one process computes at N times the batch (to float rounding). Rank 0 alone
+prints, samples and writes; the checkpoint holds the carried state of every row (the
+global batch) and the number of ranks, and a run may be resumed with another number of
+ranks that divides its global batch. ``--allreduce`` and ``--threads`` may change then too.
 """
 import hashlib
 import math
@@ -35,7 +45,10 @@ import numpy as np
 from .. import checkpoint
 from ..data import CharTokenizer, StreamBatcher, Tokenizer, WordTokenizer, load_corpus, split
 from ..nn.hierarchy import ClassHierarchy
-from ..device import device_of, to_device
+from ..device import device_of, to_device, to_host
+from ..distributed import (GradientAverager, allreduce_sum, broadcast_json, broadcast_model,
+                           broadcast_optimizer, rank_rows, rank_seed, rank_share)
+from ..distributed import world as current_world
 from ..errors import CheckpointError, ConfigError, ShapeError, TinyarError
 from ..models import AutoregressiveLM, bits_per_token, perplexity
 from ..optim import SGD, Adagrad, Adam, AdamW, RMSprop, clip_grad_norm_
@@ -45,13 +58,15 @@ from ..random import manual_seed
 from .config import LMConfig
 from .placement import check_device, place
 from .run import (LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_overrides,
-                  buffer_copies, check_kind, config_from_meta, default_folder, figure_of,
-                  is_finite, merge_records, meta_field, rebuilt, recorder_prefix, rng_state,
-                  set_rng_state, start_recorder_at, sync_log, validate)
+                  buffer_copies, check_kind, config_from_meta, default_folder, describe_world,
+                  figure_of, is_finite, merge_records, meta_field, rebuilt, recorder_prefix,
+                  rng_state, root_first, set_rng_state, start_recorder_at, sync_log, together,
+                  use_rank_gpu, use_threads, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
 RESUMABLE = frozenset({"steps", "epochs", "max_seconds", "device", "early_stop", "eval_every",
-                       "sample_every", "checkpoint_every", "sample_tokens", "prompt"})
+                       "sample_every", "checkpoint_every", "sample_tokens", "prompt",
+                       "allreduce", "threads"})
 
 #: A run folder, as tests and older code name it.
 Run = RunFolder
@@ -136,6 +151,40 @@ def _perplexity(nats):
     return float("inf") if nats > 700 else perplexity(nats)  # exp overflows past ~709
 
 
+def evaluate_shared(model, ids, world, batch_size=16, bptt=128):
+    """``model.evaluate(ids, batch_size, bptt)`` (mean nats per token of the stream ``ids``)
+    computed by the ranks of ``world`` together: the stream is cut into the same
+    ``batch_size`` rows everywhere, rank r runs rows r, r + N, ... (``rank_share``; each row
+    carries its own state, so a row's losses do not depend on the others), and the sums
+    of nats and of tokens are added over the ranks (``allreduce_sum``):
+
+        mean = (sum_r nats_r) / (sum_r tokens_r)
+
+    the one-process figure. A single process calls ``model.evaluate`` itself."""
+    if world.size == 1:
+        return model.evaluate(ids, batch_size=batch_size, bptt=bptt)
+    from ..data.batching import StreamBatcher
+    carries = getattr(model.backbone, "carries_state", True)
+    if not carries:
+        bptt = min(bptt, model.context)
+    batch_size = max(1, min(batch_size, (len(ids) - 1) // 2))
+    rows = rank_share(batch_size, world)
+    total, count, state = 0.0, 0, None
+    if rows.size:
+        was_training = model.training
+        model.eval()
+        try:
+            for x, y in StreamBatcher(ids, batch_size, bptt):
+                x, y = np.ascontiguousarray(x[rows]), np.ascontiguousarray(y[rows])
+                value, state = model.loss(x, y, state if carries else None)
+                total += value * y.size
+                count += y.size
+        finally:
+            model.train(was_training)
+    total, count = allreduce_sum([total, count], world)
+    return float(total / max(count, 1))
+
+
 # --- reading a run ----------------------------------------------------------------------------
 def _hierarchy_of(meta, tokenizer, path):
     saved = meta.get("hierarchy")
@@ -203,19 +252,21 @@ def evaluate_run(folder, data=None, split_name="val", device="cpu", which="best"
 
 
 # --- training ---------------------------------------------------------------------------------
-def train_lm(config: LMConfig, resume=None, overrides=None, quiet=False, steps=None):
+def train_lm(config: LMConfig, resume=None, overrides=None, quiet=False, steps=None,
+             world=None):
     """Train a language model; returns the run folder.
 
     ``resume``: a run folder to continue from its last checkpoint, with its saved
     settings; ``overrides``: options given with it (see ``RESUMABLE``; the others are
     refused). ``steps``: the number of steps (also when resuming; the same as
-    ``overrides={"steps": N}``).
+    ``overrides={"steps": N}``). ``world``: the ranks that train together (default
+    ``tinyar.distributed.world()``: one process unless started by mpiexec).
     """
     overrides = dict(overrides or {})
     if steps is not None:
         overrides["steps"] = int(steps)
-    training = LMTraining(quiet)
-    with Interrupts() as interrupts:
+    training = LMTraining(quiet, world or current_world())
+    with Interrupts(training.world) as interrupts:
         training.interrupts = interrupts
         if resume:
             training.open_resumed(resume, overrides)
@@ -243,13 +294,16 @@ class LMTraining(TrainingRun):
 
     COMMAND, RESCUE_PREFIX = "train", "lm"
 
-    def __init__(self, quiet):
-        self.quiet = quiet
+    def __init__(self, quiet, world=None):
+        self.world = world or current_world()
+        self.quiet = quiet or not self.world.is_root  # rank 0 alone prints
         self.phase = "setup"
         self.saved_step = None
         self.best_weights = None
         self.recorder = self.recorder_saved = None
         self.buffers = {}
+        self.state = self.saved_state = None
+        self.threads = None
 
     # --- opening ---------------------------------------------------------------------------
     def open_fresh(self, config, overrides):
@@ -260,32 +314,52 @@ class LMTraining(TrainingRun):
             config.epochs = 0.0
         validate(config)
         check_device(config.device)
-        self.config = config
-        self.run = RunFolder(run_folder(config))
-        config.out = self.run.folder
-        self.run.open_for_writing(fresh=True)
+        self.config, world = config, self.world
+        self._use_resources()
+
+        def open_folder():  # rank 0's alone
+            self.run = RunFolder(run_folder(config))
+            self.run.open_for_writing(fresh=True)
+            return self.run.folder
+        config.out = root_first(world, open_folder)
+        if not world.is_root:
+            self.run = RunFolder(config.out)
         try:
-            manual_seed(config.seed)
-            self._load_data(tokenizer=None)
-            self.hierarchy = build_hierarchy(config, self.tokenizer)
-            self.model = place(build_model(config, self.tokenizer, self.hierarchy),
-                               config.device)
-            self._build_training_pieces()
-            self.history, self.best, self.state = [], Best(), None
-            self.progress = {"step": 0, "tokens": 0, "seconds": 0.0, "position": 0,
-                             "rng": rng_state(), "report": None}
-            self._start_recorder(prefix=None)
+            together(world, self._build_fresh)
+            if world.size > 1:
+                broadcast_model(self.model, world)
+                manual_seed(rank_seed(config.seed, world))  # this rank's own dropout masks
+            self.averager = GradientAverager(self.model, world, mode=config.allreduce)
             self.phase = "idle"
             self.save()  # step 0: a run killed before its first checkpoint can resume
         except BaseException:
             self.run.close(abandon=self.saved_step is None)
             raise
 
+    def _use_resources(self):
+        """This rank's GPU (under mpiexec) and CPU threads; the global batch."""
+        use_rank_gpu(self.world, self.config.device)
+        self.threads = use_threads(self.world, self.config.threads)
+        self.global_batch = self.config.batch * self.world.size
+
+    def _build_fresh(self):
+        config = self.config
+        manual_seed(config.seed)
+        self._load_data(tokenizer=None)
+        self.hierarchy = build_hierarchy(config, self.tokenizer)
+        self.model = place(build_model(config, self.tokenizer, self.hierarchy), config.device)
+        self._build_training_pieces()
+        self.history, self.best, self.state = [], Best(), None
+        self.progress = {"step": 0, "tokens": 0, "seconds": 0.0, "position": 0,
+                         "rng": rng_state(), "report": None}
+        self._start_recorder(prefix=None)
+
     def _resume_from(self, path, overrides):
         run = self.run
         meta = run.read_meta(LAST)
         check_kind(meta, "language_model", path)
         config = config_from_meta(LMConfig, meta, path)
+        config.batch = _rank_batch(meta, config, self.world, path)
         if "steps" in overrides and "epochs" not in overrides:
             config.epochs = 0.0
         elif "epochs" in overrides and "steps" not in overrides:
@@ -295,6 +369,7 @@ class LMTraining(TrainingRun):
         validate(config)
         check_device(config.device)
         self.config = config
+        self._use_resources()
         manual_seed(config.seed)
         self.tokenizer = _tokenizer_of(meta, path)
         self._load_data(tokenizer=self.tokenizer)
@@ -316,13 +391,62 @@ class LMTraining(TrainingRun):
         self._restore_scheduler(meta.get("scheduler"), step, path)
         self.history = _history_of(meta, run, step, path)
         self.best = Best(meta.get("best"))
-        self.state = self._carried_state(run.read_extra(LAST), path)
+        self.saved_state = self._saved_state(run.read_extra(LAST), path)
+        self.state = self._rank_state(self.saved_state)
         set_rng_state(self.progress["rng"], path)
         self._check_best_file()
         self.phase = "idle"
         sync_log(run, self.log(), step)
         self._start_recorder(prefix=recorder_prefix(run, step))
         self.saved_step = step
+        self.averager = GradientAverager(self.model, self.world, mode=config.allreduce)
+        if self.world.size == 1:
+            return None
+        return {"meta": meta, "config": asdict(config)}
+
+    def _follow_resume(self, shared):
+        """A rank other than 0: the run rank 0 read (``shared``: its checkpoint's meta and
+        the resumed config), rebuilt without reading the run folder; the weights, optimizer
+        state and carried state follow in ``_share_resumed``."""
+        meta, path = shared["meta"], self.run.path(LAST)
+        self.config = config = LMConfig(**shared["config"])
+        self._use_resources()
+        manual_seed(config.seed)
+        self.tokenizer = _tokenizer_of(meta, path)
+        self._load_data(tokenizer=self.tokenizer)
+        if meta.get("data") != self.data_info:
+            raise ConfigError(f"--data {config.data!r}: the text this rank reads is not the "
+                              f"one rank 0 reads; every rank needs the same data")
+        self.hierarchy = _hierarchy_of(meta, self.tokenizer, path)
+        self.model = place(AutoregressiveLM.from_config(meta["model"], self.hierarchy),
+                           config.device)
+        self._build_training_pieces()
+        self.progress = _progress_of(meta, path)
+        step = self.progress["step"]
+        self._restore_scheduler(meta.get("scheduler"), step, path)
+        self.history = meta.get("history") or []
+        self.best = Best(meta.get("best"))
+        self.phase = "idle"
+        self.saved_step = step
+        self.averager = GradientAverager(self.model, self.world, mode=config.allreduce)
+
+    def _share_resumed(self):
+        """Every rank: rank 0's weights, optimizer state and carried recurrent state (of
+        the whole global batch; each rank keeps its rows); each rank's own random stream."""
+        world = self.world
+        broadcast_model(self.model, world)
+        broadcast_optimizer(self.optimizer, world)
+        saved = self.saved_state if world.is_root else None
+        count = broadcast_json(0 if saved is None else len(_parts(saved)), world)
+        if count:
+            shape = (self.config.layers, self.global_batch, self.config.hidden)
+            parts = _parts(saved) if world.is_root else [np.zeros(shape)] * count
+            # rank 0 adds its arrays, the others zeros: a broadcast, exact in float64
+            full = [allreduce_sum(p, world) for p in parts]
+            self.saved_state = tuple(full) if count == 2 else full[0]
+            self.state = self._rank_state(self.saved_state)
+        if not world.is_root:
+            manual_seed(rank_seed(self.config.seed, world) ^ self.progress["step"])
 
     def _load_data(self, tokenizer):
         config = self.config
@@ -337,12 +461,14 @@ class LMTraining(TrainingRun):
             raise ConfigError(f"--eval-tokens: expected at least 2 validation tokens, got "
                               f"{len(self.val_ids)}")
         check_prompt(self.tokenizer, config.prompt)
+        streams = config.batch * self.world.size  # the global batch: rank r takes rows r::N
         try:
-            self.batcher = StreamBatcher(train_ids, config.batch, config.bptt, drop_last=True)
+            self.batcher = StreamBatcher(train_ids, streams, config.bptt, drop_last=True)
         except ShapeError:
-            rows = len(train_ids) // config.batch
-            raise ConfigError(f"--batch {config.batch} --bptt {config.bptt}: the training text "
-                              f"({len(train_ids):,} tokens) makes {config.batch} streams of "
+            rows = len(train_ids) // streams
+            ranks = f" x {self.world.size} ranks" if self.world.size > 1 else ""
+            raise ConfigError(f"--batch {config.batch}{ranks} --bptt {config.bptt}: the training "
+                              f"text ({len(train_ids):,} tokens) makes {streams} streams of "
                               f"{rows} tokens, expected at least {config.bptt + 1} each; lower "
                               f"--batch or --bptt, or use more text") from None
         self.ids_count = len(ids)
@@ -369,26 +495,54 @@ class LMTraining(TrainingRun):
         self.scheduler.load_state_dict(saved)
         self.scheduler.T_max = t_max
 
-    def _carried_state(self, extra, path):
-        """The recurrent state the next batch starts from, on the model's device."""
+    def _saved_state(self, extra, path):
+        """The carried recurrent state of the checkpoint, for every row of the global batch
+        (host arrays), or None."""
         saved = extra.get("state") if isinstance(extra, dict) else None
         if saved is None or self.model.backbone_kind != "rnn":
             return None
         parts = list(saved) if isinstance(saved, (list, tuple)) else [saved]
-        expected = (self.config.layers, self.config.batch, self.config.hidden)
+        expected = (self.config.layers, self.global_batch, self.config.hidden)
         count = 2 if self.config.cell == "lstm" else 1
         if len(parts) != count or any(np.shape(p) != expected for p in parts):
             raise CheckpointError(f"{path}: its carried recurrent state has the wrong form: "
                                   f"expected {count} array(s) of shape {expected}, got "
                                   f"{[np.shape(p) for p in parts]}")
-        device = device_of(self.model.flat_parameters().data)
-        parts = [to_device(np.asarray(p, self.model.dtype), device) for p in parts]
         return tuple(parts) if count == 2 else parts[0]
+
+    def _rank_state(self, full):
+        """This rank's rows (r, r + N, ...) of the carried state ``full``, on the model's
+        device and in its dtype; None for None."""
+        if full is None:
+            return None
+        device = device_of(self.model.flat_parameters().data)
+        parts = [to_device(np.ascontiguousarray(
+            rank_rows(np.asarray(p, self.model.dtype).swapaxes(0, 1), self.world).swapaxes(0, 1)),
+            device) for p in _parts(full)]
+        return tuple(parts) if isinstance(full, tuple) else parts[0]
+
+    def gather_for_save(self):
+        """The carried state of every row of the global batch, for rank 0's checkpoint: each
+        rank puts its rows into zeros of the global shape and the ranks add them up."""
+        state, world = self.state, self.world
+        if world.size == 1 or state is None:
+            self.saved_state = state
+            return
+        if self.model.backbone_kind != "rnn":
+            self.saved_state = None  # only a recurrent state carries over a checkpoint
+            return
+        full = []
+        for part in _parts(state):
+            host = to_host(part)
+            whole = np.zeros((host.shape[0], self.global_batch) + host.shape[2:], np.float64)
+            whole[:, world.rank::world.size] = host
+            full.append(allreduce_sum(whole, world).astype(host.dtype))
+        self.saved_state = tuple(full) if isinstance(state, tuple) else full[0]
 
     def _start_recorder(self, prefix):
         config = self.config
         self.recorder, self.recorder_saved = None, prefix
-        if config.record_every > 0:
+        if config.record_every > 0 and self.world.is_root:  # rank 0's statistics alone
             from ..inspect.recorder import Recorder
             self.recorder = Recorder(self.model, every=config.record_every,
                                      histogram_steps=(1, max(1, self.total // 2), self.total))
@@ -397,17 +551,23 @@ class LMTraining(TrainingRun):
     # --- the loop --------------------------------------------------------------------------
     def train(self):
         config = self.config
+        where = describe_world(self.world, self.threads)
+        if self.world.size > 1:
+            where += f", {config.allreduce} all-reduce"
         if not self.quiet:
+            batch = f"{self.world.size}x{config.batch}" if self.world.size > 1 else \
+                f"{config.batch}"
             print(f"tinyar train: {self.ids_count:,} {config.level} tokens from {config.data!r} "
                   f"(vocabulary {self.tokenizer.vocab_size}), {self.model.num_parameters():,} "
-                  f"parameters, {self.total} steps of {config.batch}x{config.bptt} tokens -> "
-                  f"{self.run.folder}")
+                  f"parameters, {self.total} steps of {batch}x{config.bptt} tokens"
+                  f"{' on ' + where if where else ''} -> {self.run.folder}")
             if self.hierarchy is not None:
                 print(f"  head: {self.hierarchy}")
             if self.progress["step"]:
                 print(f"  resuming at step {self.progress['step']}")
-        self.bar = ProgressBar(self.total, "train", unit="step", rate_unit="tok",
-                               rate_scale=config.batch * config.bptt, disable=self.quiet,
+        self.bar = ProgressBar(self.total, f"train [{where}]" if self.world.size > 1 else
+                               "train", unit="step", rate_unit="tok",
+                               rate_scale=self.global_batch * config.bptt, disable=self.quiet,
                                initial=self.progress["step"])
         self.started = time.perf_counter() - self.progress["seconds"]
         try:
@@ -440,14 +600,19 @@ class LMTraining(TrainingRun):
         position, state = self.progress["position"], self.state
         if position >= len(self.batcher):
             position, state = 0, None  # a new epoch starts from a zero state
-        x, y = self.batcher.batch(position)
+        x, y = self.batcher.batch(position)  # the global batch; this rank's rows of it:
+        x, y = rank_rows(x, self.world), rank_rows(y, self.world)
         self.phase = "compute"
         self.buffers = buffer_copies(model)
         loss, new_state = model.loss(x, y, state)
+        # the whole batch's loss (the mean over the ranks), which every rank then sees
+        loss, parts = self.step_figures(loss, model.head.loss_parts())
         if not is_finite(loss):
             self.diverged("training loss", loss)
         model.zero_grad()
+        self.averager.begin()
         model.backward()
+        self.averager.finish()  # the gradient of the whole batch, before it is clipped
         grad_norm = clip_grad_norm_(model, config.clip) if config.clip > 0 else float("nan")
         if config.clip > 0 and not is_finite(grad_norm):
             self.diverged("gradient norm", grad_norm)
@@ -458,23 +623,23 @@ class LMTraining(TrainingRun):
                 self.recorder.step()
             if self.scheduler is not None:
                 self.scheduler.step()
-            record = self._commit_step(loss, grad_norm, new_state, position + 1)
+            record = self._commit_step(loss, parts, grad_norm, new_state, position + 1)
             self.phase = "idle"
         return loss, record
 
-    def _commit_step(self, loss, grad_norm, state, position):
+    def _commit_step(self, loss, parts, grad_norm, state, position):
         config, progress = self.config, self.progress
         step = progress["step"] + 1
         seconds = time.perf_counter() - self.started
         record = {"step": step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
                   "grad_norm": float(grad_norm), "seconds": seconds}
-        record.update(self.model.head.loss_parts())  # the multi-level head: its levels
+        record.update(parts)  # the multi-level head: its levels
         self.history.append(record)
         last = step == self.total or 0 < config.max_seconds <= seconds
         due = {"eval": step % config.eval_every == 0 or last,
                "sample": step % config.sample_every == 0 or last}
         self.state = state
-        progress.update(step=step, tokens=progress["tokens"] + config.batch * config.bptt,
+        progress.update(step=step, tokens=progress["tokens"] + self.global_batch * config.bptt,
                         position=position, seconds=seconds, rng=rng_state(),
                         report=due if any(due.values()) else None)
         return record
@@ -489,10 +654,10 @@ class LMTraining(TrainingRun):
         fields = {}
         if due.get("eval"):
             with _paused(self.recorder):
-                val = model.evaluate(self.val_ids, batch_size=min(16, config.batch),
-                                     bptt=config.bptt)
+                val = evaluate_shared(model, self.val_ids, self.world,
+                                      batch_size=min(16, self.global_batch), bptt=config.bptt)
             fields.update(val_loss=val, val_ppl=_perplexity(val), val_bits=bits_per_token(val))
-        if due.get("sample"):
+        if due.get("sample") and self.world.is_root:  # rank 0's alone: it alone shows them
             with _paused(self.recorder):
                 fields["sample"] = sample_text(model, self.tokenizer, config.prompt,
                                                config.sample_tokens)
@@ -522,7 +687,8 @@ class LMTraining(TrainingRun):
                 "hierarchy": self.hierarchy.to_dict() if self.hierarchy is not None else None,
                 "progress": dict(self.progress), "history": self.history,
                 "best": self.best.to_dict(), "data": self.data_info,
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None}
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "world": {"size": self.world.size, "global_batch": self.global_batch}}
 
     def log(self):
         progress = {k: v for k, v in self.progress.items() if k != "rng"}
@@ -532,7 +698,7 @@ class LMTraining(TrainingRun):
     def write(self, run, with_best):
         """The checkpoint first, then what derives from it; ``best.npz`` right after the
         checkpoint that first records its step."""
-        extra = {"state": self.state}
+        extra = {"state": self.saved_state}  # every row's, gathered by gather_for_save
         run.save_checkpoint(LAST, self.model, self.meta(), optimizer=self.optimizer,
                             extra=extra)
         if with_best:
@@ -548,6 +714,8 @@ class LMTraining(TrainingRun):
     def finish(self):
         step = self.progress["step"]
         folder = self.run.folder if self.saved_step == step else self.save(final=True)
+        if not self.world.is_root:
+            return folder
         run = self.run if folder == self.run.folder else RunFolder(folder)
         try:
             self.write_plots(run)
@@ -581,6 +749,25 @@ class LMTraining(TrainingRun):
             smoothing=max(1, len(steps) // 50)))
         run.write_text("samples.txt", "".join(f"=== step {r['step']} ===\n{r['sample']}\n\n"
                                               for r in history if "sample" in r))
+
+
+def _parts(state):
+    """The arrays of a carried state: an LSTM's (h, c), or the one array of a GRU or RNN."""
+    return list(state) if isinstance(state, (list, tuple)) else [state]
+
+
+def _rank_batch(meta, config, world, path):
+    """Each rank's batch when a run is resumed on ``world``: the run's global batch (saved
+    with its checkpoint; ``--batch`` for a run of one process) over the ranks."""
+    saved = meta.get("world")
+    total = saved.get("global_batch") if isinstance(saved, dict) else config.batch
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise CheckpointError(f"{path}: its global batch {total!r} is not an integer >= 1")
+    if total % world.size:
+        raise ConfigError(f"--resume: the run's batch of {total} sequences cannot be split "
+                          f"evenly over {world.size} ranks; resume it with a number of ranks "
+                          f"that divides {total}")
+    return total // world.size
 
 
 def _paused(recorder):

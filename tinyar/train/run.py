@@ -24,6 +24,22 @@ Rules the training loops follow (and this module implements):
   complete (``Interrupts``), so a checkpoint never holds half an update;
 * a save that fails at the end (a full disk, a removed folder) goes to a fresh folder
   under the system's temporary directory (or the current one), and says where.
+
+Under ``mpiexec -n N`` (data parallelism, ``tinyar.distributed``) every rank runs the same
+loop on its share of each batch, and the run folder is rank 0's alone: only rank 0 opens
+(and locks) it, reads the checkpoint of a resumed run and writes; the other ranks receive
+what they need from it (``root_first``, then broadcasts) and print nothing. Whatever could
+make the ranks part ways is decided together:
+
+* a failure of rank 0's setup (a folder already holding a run, an unreadable checkpoint, an
+  option a resumed run cannot change) is sent to every rank before any other collective,
+  and every rank stops with it (``AgreedFailure``): one message, no ``MPI_Abort``;
+* the loss of a step is the mean over the ranks of theirs, so a diverging step is seen by
+  all of them at once;
+* Ctrl-C or SIGTERM on any rank (``mpiexec`` passes them on) only raises a flag, carried in
+  that same per-step all-reduce of the loss; when any rank has raised it, every rank stops
+  before the step's update, and rank 0 writes one checkpoint;
+* any other exception on one rank ends the job (``abort_on_exception`` in ``cli.py``).
 """
 import contextlib
 import os
@@ -36,7 +52,9 @@ import time
 import numpy as np
 
 from .. import checkpoint, fileio
-from ..errors import (CheckpointError, ConfigError, FileError, NumericalError,
+from ..distributed import (allreduce_mean, allreduce_sum, broadcast_json, configure_threads,
+                           device_for_rank)
+from ..errors import (CheckpointError, ConfigError, DeviceError, FileError, NumericalError,
                       TinyarError)
 
 LAST, BEST = "model.npz", "best.npz"
@@ -323,23 +341,34 @@ class Interrupts:
     checkpoint would hold weights of one step with optimizer moments of the next.
     Works only in the main thread (Python delivers signals there); elsewhere it does
     nothing.
+
+    ``Interrupts(world)`` with more than one rank: SIGINT and SIGTERM never raise; they set
+    ``requested``, which the training loop sends with the step's loss
+    (``TrainingRun.step_figures``), so that all ranks stop at the same step: a rank that
+    raised on its own would leave the others waiting in a collective.
     """
 
-    def __init__(self):
-        self.depth, self.pending, self._previous = 0, False, None
+    def __init__(self, world=None):
+        self.depth, self.pending, self.requested = 0, False, False
+        self.shared = world is not None and world.size > 1
+        self._previous = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            names = (signal.SIGINT, signal.SIGTERM) if self.shared else (signal.SIGINT,)
+            for signum in names:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
     def _handle(self, signum, frame):
-        if self.depth:
+        if self.shared:
+            self.requested = True
+        elif self.depth:
             self.pending = True
         else:
             raise KeyboardInterrupt
@@ -354,6 +383,96 @@ class Interrupts:
         if deliver and self.depth == 0 and self.pending:
             self.pending = False
             raise KeyboardInterrupt
+
+
+# --- several ranks (mpiexec) ------------------------------------------------------------------
+class AgreedFailure(TinyarError):
+    """A failure every rank knows of (``root_first``, ``together``): the command ends on
+    every rank without ``MPI_Abort``, each with exit status 2. ``original``: the exception
+    of the rank that prints it (``loud``); the other ranks print nothing."""
+
+    def __init__(self, message, original=None):
+        super().__init__(message)
+        self.original = original
+        self.loud = original is not None
+
+
+def root_first(world, work):
+    """``work()`` on rank 0 alone; its value (JSON-able) is then sent to every rank, or,
+    when it raised a tinyar error, a ValueError or an OSError, every rank raises
+    ``AgreedFailure`` (rank 0's is loud). For what only rank 0 does (its run folder, its
+    checkpoint), before any other collective, so that a failure there ends the job with
+    one message. Any other exception is a bug: it propagates on rank 0, where
+    ``abort_on_exception`` ends the job. A single process just returns ``work()``."""
+    if world.size == 1:
+        return work()
+    answer = None
+    if world.is_root:
+        try:
+            answer = {"value": work()}
+        except (TinyarError, ValueError, OSError) as exc:
+            failure = exc
+            answer = {"error": str(exc) or type(exc).__name__}
+    answer = broadcast_json(answer, world)
+    if "error" in answer:
+        raise AgreedFailure(answer["error"], failure if world.is_root else None)
+    return answer["value"]
+
+
+def together(world, work):
+    """``work()`` on every rank, then every rank learns whether any failed (one all-reduce):
+    if so, every rank raises ``AgreedFailure``, and only one of the failed ranks prints its
+    message (rank 0 when it is one of them). For setup every rank does alike (reading the
+    data, building the model), where they would all fail the same way. Returns the value of
+    ``work()``."""
+    if world.size == 1:
+        return work()
+    failure, value = None, None
+    try:
+        value = work()
+    except (TinyarError, ValueError, OSError) as exc:
+        failure = exc
+    mine = 0.0 if failure is None else 1.0
+    root_failed, failed = allreduce_sum([mine if world.is_root else 0.0, mine], world)
+    if failed:
+        if failure is None:
+            raise AgreedFailure("another rank failed (see its message)")
+        loud = world.is_root or not root_failed
+        raise AgreedFailure(str(failure), failure if loud else None) from failure
+    return value
+
+
+def use_threads(world, threads):
+    """Give each process its CPU threads: ``threads`` (the ``--threads`` option), or with 0
+    the share of this machine's cores of each rank under mpiexec. Returns the count, or None
+    for a single process left with all its cores (as without the option)."""
+    if threads or world.size > 1:
+        return configure_threads(world, threads or None)
+    return None
+
+
+def use_rank_gpu(world, device):
+    """Under mpiexec with ``--device cuda``: this rank's GPU, ``local_rank % GPUs`` (chosen
+    before the first CUDA call of the process). Returns its number, or None."""
+    if device != "cuda" or world.size == 1:
+        return None
+    from numba import cuda
+    try:
+        count = len(cuda.gpus)
+    except Exception as exc:  # the simulator, a broken driver: the default device
+        raise DeviceError(f"--device cuda: cannot count the GPUs of this machine ({exc})") \
+            from None
+    index = device_for_rank(world, count)
+    cuda.select_device(index)
+    return index
+
+
+def describe_world(world, threads):
+    """``2 ranks x 1 thread``, ``4 threads``, or '' for a plain single process."""
+    threads_text = f"{threads} thread{'s' if threads != 1 else ''}" if threads else ""
+    if world.size == 1:
+        return threads_text
+    return f"{world.size} ranks" + (f" x {threads_text}" if threads_text else "")
 
 
 # --- pieces of a snapshot ---------------------------------------------------------------------
@@ -508,11 +627,27 @@ class TrainingRun:
     COMMAND = None
 
     def open_resumed(self, folder, overrides):
+        """Continue the run in ``folder``. Rank 0 opens it and reads its checkpoint
+        (``_resume_from``, which returns what the other ranks need: JSON); under mpiexec
+        the other ranks then rebuild the run from that (``_follow_resume``) and every rank
+        takes rank 0's weights and optimizer state (``_share_resumed``)."""
+        world = self.world
         self.run = run = RunFolder(folder)
-        path = run.path(run.checkpoint_name("last"))
-        run.open_for_writing(fresh=False)
+
+        def read():
+            path = run.path(run.checkpoint_name("last"))
+            run.open_for_writing(fresh=False)
+            try:
+                return self._resume_from(path, overrides)
+            except BaseException:
+                run.close()
+                raise
+        shared = root_first(world, read)
+        if world.size == 1:
+            return
         try:
-            self._resume_from(path, overrides)
+            together(world, lambda: None if world.is_root else self._follow_resume(shared))
+            self._share_resumed()
         except BaseException:
             run.close()
             raise
@@ -556,10 +691,34 @@ class TrainingRun:
             finally:
                 self.model.load_state_dict(current)
 
+    def step_figures(self, loss, parts=None):
+        """(loss, parts) of a step as the whole batch has them: under mpiexec the mean over
+        the ranks of each rank's ``loss`` and ``parts`` (a dict of named losses), in one
+        all-reduce that also carries this rank's stop request (``Interrupts``). When any rank
+        asked to stop, every rank raises KeyboardInterrupt here, at the same step."""
+        parts = dict(parts or {})
+        if self.world.size == 1:
+            return loss, parts
+        names = list(parts)
+        values = allreduce_mean([loss, *(parts[k] for k in names),
+                                 1.0 if self.interrupts.requested else 0.0], self.world)
+        if values[-1] > 0:
+            raise KeyboardInterrupt
+        return float(values[0]), {k: float(v) for k, v in zip(names, values[1:-1])}
+
+    def gather_for_save(self):
+        """Collect on rank 0 what the checkpoint needs from every rank (a collective, made
+        by every rank before each save); nothing by default."""
+
     def save(self, final=False):
-        """A checkpoint now (``final``: into a rescue folder if the run folder fails)."""
+        """A checkpoint now (``final``: into a rescue folder if the run folder fails). Under
+        mpiexec every rank calls it, and rank 0 alone writes."""
         step = self.progress["step"]
         with_best = self.best.step == step
+        self.gather_for_save()
+        if not self.world.is_root:
+            self.saved_step, self.last_save = step, time.perf_counter()
+            return self.run.folder
         with self.interrupts.critical(deliver=False):
             if final:
                 folder = save_or_rescue(self.run, self.RESCUE_PREFIX,
@@ -586,6 +745,8 @@ class TrainingRun:
     def interrupted(self):
         resume = f"tinyar {self.COMMAND} --resume"
         if self.phase == "update":
+            if not self.world.is_root:
+                return
             print(f"\ninterrupted in the middle of an update: the checkpoint of step "
                   f"{self.saved_step} in {self.run.folder} is kept; continue with: "
                   f"{resume} {self.run.folder}")
@@ -594,8 +755,9 @@ class TrainingRun:
             restore_buffers(self.model, self.buffers)
         self.phase = "idle"
         folder = self.save(final=True)
-        print(f"\ninterrupted at {self._position()}: checkpoint saved in {folder}; continue "
-              f"with: {resume} {folder}")
+        if self.world.is_root:
+            print(f"\ninterrupted at {self._position()}: checkpoint saved in {folder}; "
+                  f"continue with: {resume} {folder}")
 
     def diverged(self, what, value):
         step = self.progress["step"] + 1
