@@ -144,8 +144,10 @@ def allreduce_worker(args):
             # as many calls as fit in ~2 s (at least 5), so that 64 MB does not take minutes
             first = comm.allreduce(one_call(), op=MPI.MAX)
             calls = max(5, min(args.repeats, int(2.0 / max(first, 1e-9))))
-            mine = [one_call() for _ in range(calls)]
-            slowest = np.max(np.array(comm.gather(mine, root=0)), axis=0) if w.is_root else None
+            # each call's time on the slower rank: an all-reduce of the times with MAX, which
+            # every rank makes (a gather called on rank 0 alone left the job hanging)
+            slowest = np.array([one_call() for _ in range(calls)])
+            comm.Allreduce(MPI.IN_PLACE, slowest, op=MPI.MAX)
             if w.is_root:
                 timings[str(size)] = slowest.tolist()
         if w.is_root:
