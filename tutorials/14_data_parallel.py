@@ -143,7 +143,7 @@ print(f"unequal shares (40 + 8 rows): plain mean of the two gradients is off by 
       f"(40/48, 8/48) {np.max(np.abs(grad_all - (40 * g_big + 8 * g_small) / 48)):.1e}")
 
 # %% [markdown]
-# This is why `tinyar train` and `tinyar classify` give every rank the same
+# This is why `tinyar train` gives every rank the same
 # number of rows of each global batch (`--batch` rows each), and why the
 # averager sums the ranks' gradients and then divides by N once. After that,
 # gradient clipping, the optimizer and the loss that is logged all see the
