@@ -163,7 +163,6 @@ def evaluate_shared(model, ids, world, batch_size=16, bptt=128):
     the one-process figure. A single process calls ``model.evaluate`` itself."""
     if world.size == 1:
         return model.evaluate(ids, batch_size=batch_size, bptt=bptt)
-    from ..data.batching import StreamBatcher
     carries = getattr(model.backbone, "carries_state", True)
     if not carries:
         bptt = min(bptt, model.context)
@@ -501,7 +500,7 @@ class LMTraining(TrainingRun):
         saved = extra.get("state") if isinstance(extra, dict) else None
         if saved is None or self.model.backbone_kind != "rnn":
             return None
-        parts = list(saved) if isinstance(saved, (list, tuple)) else [saved]
+        parts = _parts(saved)
         expected = (self.config.layers, self.global_batch, self.config.hidden)
         count = 2 if self.config.cell == "lstm" else 1
         if len(parts) != count or any(np.shape(p) != expected for p in parts):
