@@ -17,7 +17,7 @@ from tinyar.backend.cpu.threads import get_blas_threads, set_blas_threads
 from tinyar.distributed import (GradientAverager, World, abort_on_exception, allreduce_mean,
                                 allreduce_sum, broadcast_json, broadcast_model,
                                 broadcast_optimizer, configure_threads, cuda_aware,
-                                device_for_rank, launched_by_mpi, rank_rows, rank_seed,
+                                device_for_rank, launched_by_mpi, rank_part, rank_rows, rank_seed,
                                 rank_share, threads_per_rank, world)
 from tinyar.errors import ConfigError, DeviceError, ShapeError
 from tinyar.models import AutoregressiveLM
@@ -203,6 +203,20 @@ def test_rank_rows_takes_every_size_th_row_from_the_ranks_own():
 def test_rank_rows_needs_a_row_for_every_rank():
     with pytest.raises(ShapeError, match="at least 4 rows"):
         rank_rows(np.zeros((3, 2)), World(rank=0, size=4))
+
+
+def test_rank_part_weighs_uneven_shares_so_that_their_mean_is_the_batchs():
+    batch = np.arange(7)
+    assert rank_part(batch, World()) == (batch, 1.0)
+    parts = [rank_part(batch, World(rank=r, size=3)) for r in range(3)]
+    assert [p[0].tolist() for p in parts] == [[0, 3, 6], [1, 4], [2, 5]]
+    losses = np.random.default_rng(0).random(7)  # each row's loss
+    mean_of_weighted = np.mean([losses[rows].mean() * w for rows, w in parts])
+    assert mean_of_weighted == pytest.approx(losses.mean(), rel=1e-12)
+    rows, weight = rank_part(np.arange(2), World(rank=2, size=3))  # fewer rows than ranks
+    assert rows.size == 0 and weight == 0.0
+    with pytest.raises(ShapeError, match="at least one row"):
+        rank_part(np.arange(0), World(rank=0, size=2))
 
 
 def test_rank_share_splits_items_by_rank():

@@ -21,7 +21,7 @@ each rank takes, ``placement.py`` the threads and GPU of each rank.
 Importing this package never imports mpi4py: ``world()`` does, under ``mpiexec``, and says
 how to install it (``pip install 'tinyar[distributed]'``) where it is missing.
 """
-from .data import rank_rows, rank_seed, rank_share
+from .data import rank_part, rank_rows, rank_seed, rank_share
 from .gradients import GradientAverager
 from .placement import configure_threads, cuda_aware, device_for_rank, threads_per_rank
 from .sync import (allreduce_mean, allreduce_sum, broadcast_buffers, broadcast_json,
@@ -30,5 +30,6 @@ from .world import World, abort_on_exception, launched_by_mpi, world
 
 __all__ = ["World", "world", "launched_by_mpi", "abort_on_exception", "broadcast_model",
            "broadcast_buffers", "broadcast_optimizer", "broadcast_json", "allreduce_sum",
-           "allreduce_mean", "GradientAverager", "rank_rows", "rank_seed", "rank_share",
-           "threads_per_rank", "configure_threads", "device_for_rank", "cuda_aware"]
+           "allreduce_mean", "GradientAverager", "rank_part", "rank_rows", "rank_seed",
+           "rank_share", "threads_per_rank", "configure_threads", "device_for_rank",
+           "cuda_aware"]

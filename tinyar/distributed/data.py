@@ -8,6 +8,13 @@ every N-th row rather than a block keeps each rank's share spread over the batch
 batch of sequences laid side by side, as truncated BPTT's, keeps each of its columns on
 one rank from batch to batch, so the carried recurrent state stays valid).
 
+A batch that the ranks cannot share evenly (the last one of an epoch of images) goes out
+with ``rank_part``: rank r still takes rows r, r + N, ..., possibly none, and weighs its
+mean loss by N b_r / B (b_r of the batch's B rows), so that the mean over the ranks of the
+weighted means, and of their gradients, is the whole batch's mean:
+
+    (1/N) sum_r (N b_r / B) L_r = (1/B) sum_r b_r L_r = L.
+
 Evaluation splits items the same way (``rank_share``: items i with i = r mod N); the
 per-rank sums are then added with ``sync.allreduce_sum``.
 
@@ -41,6 +48,20 @@ def rank_rows(batch, world):
     share = batch[world.rank::world.size]
     return backend_of(batch).contiguous(share) if not isinstance(batch, np.ndarray) else \
         np.ascontiguousarray(share)
+
+
+def rank_part(batch, world):
+    """(rows, weight): this rank's rows of ``batch`` (a NumPy array: rows r, r + N, ... as
+    ``rank_rows`` takes them, but possibly none when the batch holds fewer rows than there
+    are ranks) and the weight N b_r / B of their mean loss (b_r of the batch's B rows; see
+    the module docstring). A world of one process gets ``(batch, 1.0)``."""
+    if world.size == 1:
+        return batch, 1.0
+    if np.ndim(batch) == 0 or len(batch) == 0:
+        raise ShapeError(f"rank_part: expected a batch of at least one row, got shape "
+                         f"{tuple(np.shape(batch))}")
+    rows = np.ascontiguousarray(batch[world.rank::world.size])
+    return rows, world.size * len(rows) / len(batch)
 
 
 def rank_share(n, world):

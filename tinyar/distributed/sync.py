@@ -95,7 +95,13 @@ def allreduce_sum(values, world):
     total = np.array(values, dtype=np.float64)  # a copy: the caller's values stay theirs
     if world.size > 1:
         MPI = import_mpi()
-        world.comm.Allreduce(MPI.IN_PLACE, total.reshape(-1), op=MPI.SUM)
+        flat = total.reshape(-1)
+        world.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        # MPI does not promise that every rank rounds a sum of more than two terms alike
+        # (recursive doubling adds them in a different order on each); the ranks take
+        # decisions on these figures (the best step, an early stop, a diverged loss), so
+        # they take rank 0's, bit for bit
+        world.comm.Bcast(flat, root=0)
     return total
 
 
