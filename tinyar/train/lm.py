@@ -47,7 +47,7 @@ from ..data import CharTokenizer, StreamBatcher, Tokenizer, WordTokenizer, load_
 from ..nn.hierarchy import ClassHierarchy
 from ..device import device_of, to_device, to_host
 from ..distributed import (GradientAverager, allreduce_sum, broadcast_json, broadcast_model,
-                           broadcast_optimizer, rank_rows, rank_seed, rank_share)
+                           rank_rows, rank_seed, rank_share)
 from ..distributed import world as current_world
 from ..errors import CheckpointError, ConfigError, ShapeError, TinyarError
 from ..models import AutoregressiveLM, bits_per_token, perplexity
@@ -59,9 +59,9 @@ from .config import LMConfig
 from .placement import check_device, place
 from .run import (LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_overrides,
                   buffer_copies, check_kind, config_from_meta, default_folder, describe_world,
-                  figure_of, is_finite, merge_records, meta_field, rebuilt, recorder_prefix,
-                  rng_state, root_first, set_rng_state, start_recorder_at, sync_log, together,
-                  use_rank_gpu, use_threads, validate)
+                  figure_of, is_finite, merge_records, meta_field, rank_batch, rebuilt,
+                  recorder_prefix, rng_state, root_first, set_rng_state, start_recorder_at,
+                  sync_log, together, use_rank_gpu, use_threads, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
 RESUMABLE = frozenset({"steps", "epochs", "max_seconds", "device", "early_stop", "eval_every",
@@ -358,7 +358,7 @@ class LMTraining(TrainingRun):
         meta = run.read_meta(LAST)
         check_kind(meta, "language_model", path)
         config = config_from_meta(LMConfig, meta, path)
-        config.batch = _rank_batch(meta, config, self.world, path)
+        config.batch = rank_batch(meta, config, self.world, path, "sequences")
         if "steps" in overrides and "epochs" not in overrides:
             config.epochs = 0.0
         elif "epochs" in overrides and "steps" not in overrides:
@@ -430,11 +430,10 @@ class LMTraining(TrainingRun):
         self.averager = GradientAverager(self.model, self.world, mode=config.allreduce)
 
     def _share_resumed(self):
-        """Every rank: rank 0's weights, optimizer state and carried recurrent state (of
-        the whole global batch; each rank keeps its rows); each rank's own random stream."""
+        """Every rank: rank 0's weights and optimizer state (``TrainingRun``), its carried
+        recurrent state (of the whole global batch; each rank keeps its rows)."""
+        super()._share_resumed()
         world = self.world
-        broadcast_model(self.model, world)
-        broadcast_optimizer(self.optimizer, world)
         saved = self.saved_state if world.is_root else None
         count = broadcast_json(0 if saved is None else len(_parts(saved)), world)
         if count:
@@ -444,8 +443,6 @@ class LMTraining(TrainingRun):
             full = [allreduce_sum(p, world) for p in parts]
             self.saved_state = tuple(full) if count == 2 else full[0]
             self.state = self._rank_state(self.saved_state)
-        if not world.is_root:
-            manual_seed(rank_seed(self.config.seed, world) ^ self.progress["step"])
 
     def _load_data(self, tokenizer):
         config = self.config
@@ -753,20 +750,6 @@ class LMTraining(TrainingRun):
 def _parts(state):
     """The arrays of a carried state: an LSTM's (h, c), or the one array of a GRU or RNN."""
     return list(state) if isinstance(state, (list, tuple)) else [state]
-
-
-def _rank_batch(meta, config, world, path):
-    """Each rank's batch when a run is resumed on ``world``: the run's global batch (saved
-    with its checkpoint; ``--batch`` for a run of one process) over the ranks."""
-    saved = meta.get("world")
-    total = saved.get("global_batch") if isinstance(saved, dict) else config.batch
-    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
-        raise CheckpointError(f"{path}: its global batch {total!r} is not an integer >= 1")
-    if total % world.size:
-        raise ConfigError(f"--resume: the run's batch of {total} sequences cannot be split "
-                          f"evenly over {world.size} ranks; resume it with a number of ranks "
-                          f"that divides {total}")
-    return total // world.size
 
 
 def _paused(recorder):

@@ -52,10 +52,11 @@ import time
 import numpy as np
 
 from .. import checkpoint, fileio
-from ..distributed import (allreduce_mean, allreduce_sum, broadcast_json, configure_threads,
-                           device_for_rank)
+from ..distributed import (allreduce_mean, allreduce_sum, broadcast_json, broadcast_model,
+                           broadcast_optimizer, configure_threads, device_for_rank, rank_seed)
 from ..errors import (CheckpointError, ConfigError, DeviceError, FileError, NumericalError,
                       TinyarError)
+from ..random import manual_seed
 
 LAST, BEST = "model.npz", "best.npz"
 LOG = "log.json"
@@ -397,6 +398,15 @@ class AgreedFailure(TinyarError):
         self.loud = original is not None
 
 
+def agreed(error, world):
+    """``error`` as every rank raises it when all met it together (a diverged loss: each saw
+    the same averaged figure): an ``AgreedFailure`` that rank 0 alone prints, so the job
+    ends with one message and without ``MPI_Abort``. ``error`` itself in one process."""
+    if world.size == 1:
+        return error
+    return AgreedFailure(str(error), error if world.is_root else None)
+
+
 def root_first(world, work):
     """``work()`` on rank 0 alone; its value (JSON-able) is then sent to every rank, or,
     when it raised a tinyar error, a ValueError or an OSError, every rank raises
@@ -473,6 +483,21 @@ def describe_world(world, threads):
     if world.size == 1:
         return threads_text
     return f"{world.size} ranks" + (f" x {threads_text}" if threads_text else "")
+
+
+def rank_batch(meta, config, world, path, unit):
+    """Each rank's batch when a run is resumed on ``world``: the run's global batch (saved
+    with its checkpoint; ``--batch`` for a run of one process) over the ranks. ``unit``:
+    what a batch holds ("sequences", "images"), for the message."""
+    saved = meta.get("world")
+    total = saved.get("global_batch") if isinstance(saved, dict) else config.batch
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise CheckpointError(f"{path}: its global batch {total!r} is not an integer >= 1")
+    if total % world.size:
+        raise ConfigError(f"--resume: the run's batch of {total} {unit} cannot be split "
+                          f"evenly over {world.size} ranks; resume it with a number of ranks "
+                          f"that divides {total}")
+    return total // world.size
 
 
 # --- pieces of a snapshot ---------------------------------------------------------------------
@@ -652,6 +677,15 @@ class TrainingRun:
             run.close()
             raise
 
+    def _share_resumed(self):
+        """Every rank: rank 0's weights and optimizer state; every rank but 0 its own random
+        stream (rank 0 goes on with the checkpoint's)."""
+        world = self.world
+        broadcast_model(self.model, world)
+        broadcast_optimizer(self.optimizer, world)
+        if not world.is_root:
+            manual_seed(rank_seed(self.config.seed, world) ^ self.progress["step"])
+
     def _check_best_file(self):
         """``best.npz`` must be the checkpoint of ``best.step`` (a crash can fall between the
         two writes); rewritten when the loaded weights are that step's, else tracked afresh."""
@@ -769,6 +803,6 @@ class TrainingRun:
             kept = f"the state after step {step - 1} is saved in {folder}"
         else:
             kept = f"the checkpoint of step {self.saved_step} in {self.run.folder} is kept"
-        raise NumericalError(f"step {step}: the {what} is {value} (training diverged); {kept}; "
-                             f"start again with a lower --lr (now {self.config.lr:g}) or a "
-                             f"--clip")
+        raise agreed(NumericalError(
+            f"step {step}: the {what} is {value} (training diverged); {kept}; start again "
+            f"with a lower --lr (now {self.config.lr:g}) or a --clip"), self.world)
