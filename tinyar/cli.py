@@ -12,15 +12,15 @@ cannot be read or written) end the command with one line, ``tinyar CMD: error: M
 and exit status 2; Ctrl-C ends it with status 130. Any other exception is a bug in tinyar
 and keeps its traceback, so that it can be reported.
 
-Under ``mpiexec -n N tinyar train ...`` the N processes train one model together
-(data parallelism, ``tinyar.distributed``; ``--batch`` is each rank's, ``--allreduce``
-how gradients are averaged, ``--threads`` each rank's CPU threads, by default the cores of
-the machine shared among its ranks; with ``--device cuda`` rank r takes GPU ``local rank
+Under ``mpiexec -n N tinyar train ...`` (or ``classify``) the N processes train one model
+together (data parallelism, ``tinyar.distributed``; ``--batch`` is each rank's,
+``--allreduce`` how gradients are averaged, ``--threads`` each rank's CPU threads, by
+default the cores of the machine shared among its ranks; with ``--device cuda`` rank r takes GPU ``local rank
 mod GPUs``, and the gradients travel through host memory unless the MPI is CUDA-aware).
 Rank 0 alone prints. A bad option fails on every rank alike, before they talk: one line
 from rank 0, status 2. Rank 0's setup failures (its run folder, its checkpoint) reach
 every rank the same way; any other exception on a rank ends the whole job with that
-rank's message (``MPI_Abort``), never a hang. ``classify`` runs in one process only.
+rank's message (``MPI_Abort``), never a hang.
 """
 import argparse
 import os
@@ -130,16 +130,7 @@ def _classify(args):
         return
     if last:
         raise ConfigError("--last: needs --eval RUN (it picks the checkpoint to evaluate)")
-    if _ranks() > 1:
-        raise ConfigError(f"classify: runs in one process; data-parallel training under "
-                          f"mpiexec is available for tinyar train, got {_ranks()} ranks")
     _start_training(classify.train_classifier, ClassifyConfig, given, resume)
-
-
-def _ranks():
-    """How many ranks run this command (1 unless started by mpiexec with more)."""
-    from .distributed import launched_by_mpi, world
-    return world().size if launched_by_mpi() else 1
 
 
 def _start_training(train, config_class, given, resume):
@@ -194,7 +185,7 @@ def _evaluate_classifier(classify, run, given, last):
     _check_backend()
     classify.evaluate_run(run, data=given.get("data"), decode=given.get("decode"),
                           device=given.get("device", "cpu"), test_size=given.get("test_size"),
-                          **_which(last))
+                          quiet=not _is_root(), **_which(last))
 
 
 # --- the parser ---------------------------------------------------------------------------------

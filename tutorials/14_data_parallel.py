@@ -736,10 +736,14 @@ else:
 #
 # ```
 # mpiexec -n 2 tinyar train --batch 16           # two ranks, global batch 32
+# mpiexec -n 2 tinyar classify --batch 32        # a classifier, global batch 64
 # mpiexec -f hosts -n 8 tinyar train ...         # eight ranks on the machines in hosts
 # ```
 #
-# Only rank 0 prints and writes the run folder. `docs/distributed.md` covers
+# Only rank 0 prints and writes the run folder. The classifier's epoch rarely
+# divides into whole batches; its last batch is then shared unevenly, and
+# each rank's mean loss is weighed by its share of the batch, N b_r / B, so
+# that the mean over the ranks is still the batch's mean. `docs/distributed.md` covers
 # running on several machines, threads per rank, GPUs and CUDA-aware MPI.
 #
 # ## What to take away

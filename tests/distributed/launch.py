@@ -3,7 +3,9 @@
 ``MPI_AVAILABLE``: mpi4py can be imported and an ``mpiexec`` exists (beside this Python, as the
 ``mpich`` wheel of the ``distributed`` extra installs it, or on PATH). ``requires_mpi`` skips a
 test, with the install command, where it does not. ``mpi_run(args, n)`` runs
-``mpiexec -n n <args>`` and returns the finished process with its output as text.
+``mpiexec -n n <args>`` and returns the finished process with its output as text;
+``single(args)`` runs ``tinyar ARGS`` in one process, and ``assert_same_weights`` compares
+two run folders' ``model.npz``.
 """
 import importlib.util
 import os
@@ -13,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -93,3 +96,26 @@ def check_finished(result):
         raise AssertionError(f"{' '.join(map(str, result.args))} exited {result.returncode}"
                              f"\n--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
     return result
+
+
+# --- the tinyar command line under test ----------------------------------------------------
+TINYAR = [sys.executable, "-m", "tinyar.cli"]
+
+
+def single(args):
+    """``tinyar ARGS`` in one process (the job's environment, without mpiexec)."""
+    result = subprocess.run([*TINYAR, *map(str, args)], capture_output=True, text=True,
+                            env=mpi_environment(), cwd=str(REPOSITORY), timeout=120)
+    return check_finished(result)
+
+
+def weights(folder):
+    with np.load(folder / "model.npz", allow_pickle=False) as saved:
+        return {k: saved[k] for k in saved.files if saved[k].dtype.kind == "f"}
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and wa
+    for key in wa:
+        np.testing.assert_allclose(wa[key], wb[key], rtol=2e-4, atol=2e-6, err_msg=key)

@@ -2,39 +2,15 @@
 --batch 8, rank 0 alone prints and writes, a run resumes with another number of ranks, and
 a bad option is one line from rank 0."""
 import subprocess
-import sys
 
-import numpy as np
 import pytest
 
-from tests.distributed.launch import REPOSITORY, check_finished, mpi_environment, mpi_run, \
-    requires_mpi
+from tests.distributed.launch import (REPOSITORY, TINYAR, assert_same_weights, check_finished,
+                                     mpi_environment, mpi_run, requires_mpi, single)
 
 TINY = ["--data", "stdlib", "--max-chars", "20000", "--hidden", "16", "--embed", "16",
         "--layers", "1", "--bptt", "16", "--eval-every", "2", "--sample-every", "4",
         "--sample-tokens", "10", "--eval-tokens", "500", "--record-every", "0"]
-TINYAR = [sys.executable, "-m", "tinyar.cli"]
-
-
-def single(args):
-    """``tinyar ARGS`` in one process (the job's environment, without mpiexec)."""
-    result = subprocess.run([*TINYAR, *map(str, args)], capture_output=True, text=True,
-                            env=mpi_environment(), cwd=str(REPOSITORY), timeout=120)
-    return check_finished(result)
-
-
-def weights(folder):
-    with np.load(folder / "model.npz", allow_pickle=False) as saved:
-        return {k: saved[k] for k in saved.files if saved[k].dtype.kind == "f"}
-
-
-def assert_same_weights(a, b):
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys() and wa
-    for key in wa:
-        np.testing.assert_allclose(wa[key], wb[key], rtol=2e-4, atol=2e-6, err_msg=key)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")

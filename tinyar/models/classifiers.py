@@ -159,6 +159,10 @@ def classifier_from_config(config, hierarchy):
     return kinds[kind].from_config(config, hierarchy)
 
 
+#: LeNet's widths: the channels of its two convolutions and the features of its Linear layer.
+LENET_WIDTHS = (32, 64, 128)
+
+
 def _conv_layers():
     from ..nn.conv import Conv2d
     from ..nn.normalization2d import BatchNorm2d
@@ -190,11 +194,11 @@ class CNNClassifier(_Classifier):
                 raise ConfigError(f"CNNClassifier(lenet): images of {height}x{width} are too "
                                   f"small (at least 10x10)")
             # each convolution's ReLU fused into it (one pass less each way)
+            c1, c2, features = LENET_WIDTHS
             self.backbone = Sequential(
-                Conv2d(c, 32, 3, activation="relu"), MaxPool2d(2),
-                Conv2d(32, 64, 3, activation="relu"), MaxPool2d(2),
-                Flatten(), Linear(64 * side_h * side_w, 128), ReLU())
-            features = 128
+                Conv2d(c, c1, 3, activation="relu"), MaxPool2d(2),
+                Conv2d(c1, c2, 3, activation="relu"), MaxPool2d(2),
+                Flatten(), Linear(c2 * side_h * side_w, features), ReLU())
         else:  # vgg
             self.backbone = Sequential(
                 Conv2d(c, 32, 3, padding=1), BatchNorm2d(32), ReLU(),

@@ -20,7 +20,17 @@ statistics and the history), best.npz (the epoch of the best validation loss),
 log.json, metrics.json (the test report of the best model), confusion_coarse.png,
 confusion_fine.png, loss_curve.png. ``train_classifier(config, resume=RUN)``
 continues an interrupted run exactly; it may change ``RESUMABLE`` (``epochs``,
-``early_stop``, ``device``, ``decode``), nothing else.
+``early_stop``, ``device``, ``decode``, ``allreduce``, ``threads``), nothing else.
+
+Under ``mpiexec -n N`` (``tinyar.distributed``) the N ranks train one model: every rank
+makes the same shuffled order of each epoch (``epoch_order``, from the seed) and cuts it
+into global batches of N x ``batch`` images; rank r takes images r, r + N, ... of each
+(``rank_part``, which also weighs the last, smaller batch of an epoch so that the averaged
+gradient is that batch's mean), and the gradients are averaged before they are clipped.
+Augmentation draws from each rank's own seed (``rank_seed``). Validation and test images
+are split over the ranks and their sums or predictions added (``allreduce_sum``). BatchNorm
+normalises each rank's images alone; its running statistics are rank 0's. Rank 0 alone
+prints and writes. Pre-training is data-parallel the same way.
 """
 import hashlib
 import sys
@@ -31,7 +41,9 @@ import numpy as np
 
 from .. import checkpoint
 from ..data import Augment, datasets, flip_allowed
-from ..distributed import World
+from ..distributed import (GradientAverager, allreduce_sum, broadcast_model, rank_part,
+                           rank_rows, rank_seed, rank_share)
+from ..distributed import world as current_world
 from ..data.augment import FLIP_ALLOWED
 from ..nn.hierarchy import ClassHierarchy
 from ..errors import CheckpointError, ConfigError, NumericalError, ShapeError, TinyarError
@@ -45,13 +57,14 @@ from ..random import generator, manual_seed
 from .config import ClassifyConfig
 from .metrics import format_report, hierarchical_report
 from .placement import check_device, place
-from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_overrides,
-                  buffer_copies, check_kind, config_from_meta, default_folder, figure_of,
-                  is_finite, meta_field, note, rebuilt, rng_state, set_rng_state, sync_log,
+from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, agreed,
+                  apply_overrides, buffer_copies, check_kind, config_from_meta, default_folder,
+                  describe_world, figure_of, is_finite, meta_field, note, rank_batch, rebuilt,
+                  rng_state, root_first, set_rng_state, sync_log, together, use_rank_gpu,
                   use_threads, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
-RESUMABLE = frozenset({"epochs", "early_stop", "device", "decode"})
+RESUMABLE = frozenset({"epochs", "early_stop", "device", "decode", "allreduce", "threads"})
 #: A checkpoint inside an epoch after this much training time since the last one.
 AUTOSAVE_SECONDS = 120.0
 
@@ -164,22 +177,52 @@ def epoch_order(seed, epoch, n):
     return np.random.default_rng([int(seed), 2, int(epoch)]).permutation(n)
 
 
-def pretrain(model, x, steps, batch, lr, quiet=False):
-    """Autoregressive pre-training of the row RNN on unlabelled images."""
+def batch_bounds(n, size):
+    """The (start, end) of each batch of an epoch of ``n`` images (positions in its shuffled
+    order) in batches of ``size`` (the global batch): the full batches, then the rest as a
+    batch of its own when it holds at least half a batch, else added to the last full one.
+    So every batch holds between half a batch and one and a half, and each of N ranks at
+    least half its ``--batch``: BatchNorm cannot normalise a batch of one image's features
+    (13 images in batches of 6 are 6 + 7, not 6 + 6 + 1, on which the row RNN's BatchNorm1d
+    would fail). No image is left out, and the batches do not depend on the number of
+    ranks, so a run resumed on another number trains the same batches."""
+    full, rest = divmod(int(n), int(size))
+    bounds = [(i * size, (i + 1) * size) for i in range(full)]
+    if rest and (2 * rest >= size or not bounds):
+        bounds.append((full * size, n))
+    elif rest:
+        bounds[-1] = (bounds[-1][0], n)
+    return bounds
+
+
+def pretrain(model, x, steps, batch, lr, quiet=False, world=None, step_figures=None):
+    """Autoregressive pre-training of the row RNN on unlabelled images.
+
+    Under mpiexec (``world`` of N ranks) each step draws the same N x ``batch`` images on
+    every rank (the same seeded generator), each rank takes its ``rank_rows``, and the
+    gradients are averaged (``GradientAverager``); ``step_figures(loss)`` (the run's) gives
+    the whole batch's loss and stops every rank at the same step when one was interrupted.
+    """
     if not isinstance(model, RowRNNClassifier):
         raise ConfigError("--pretrain-steps: needs --model rnn (the row-by-row classifier)")
+    world = world or current_world()
     params = model.rnn.parameters() + model.row_decoder.parameters()
     optimizer = Adam(params, lr=lr)
+    averager = GradientAverager(model, world)
     rng, losses = generator(), []
     with ProgressBar(steps, "pretrain", unit="step", disable=quiet) as bar:
         for _ in range(steps):
-            idx = rng.integers(0, x.shape[0], batch)
+            idx = rank_rows(rng.integers(0, x.shape[0], batch * world.size), world)
             loss = model.pretrain_loss(x[idx])
-            if not is_finite(loss):
-                raise NumericalError(f"pre-training: the loss is {loss} (diverged); lower "
-                                     f"--pretrain-lr (now {lr:g})")
+            if step_figures is not None:
+                loss, _ = step_figures(loss)
+            if not is_finite(loss):  # the whole batch's: every rank stops here
+                raise agreed(NumericalError(f"pre-training: the loss is {loss} (diverged); "
+                                            f"lower --pretrain-lr (now {lr:g})"), world)
             model.zero_grad()
+            averager.begin()
             model.pretrain_backward()
+            averager.finish()
             clip_grad_norm_(params, 5.0)
             optimizer.step()
             losses.append(loss)
@@ -187,20 +230,45 @@ def pretrain(model, x, steps, batch, lr, quiet=False):
     return losses
 
 
-def evaluate(model, x, y, hierarchy, decode):
-    coarse, fine = model.predict_levels(x, decode)
+def evaluate(model, x, y, hierarchy, decode, world=None):
+    """The test report (``hierarchical_report``) of ``model`` on images ``x``, labels ``y``;
+    with a ``world`` of several ranks each predicts its share and all get every prediction."""
+    coarse, fine = shared_predictions(model, x, decode, world)
     # a flat head's coarse level is read off its fine distribution: the report then
     # takes each fine prediction's class (``predicts_coarse``)
     return hierarchical_report(hierarchy, y, fine, coarse if model.head.predicts_coarse
                                else None)
 
 
-def validation_loss(model, x, y):
+def shared_predictions(model, x, decode, world=None):
+    """(coarse, fine) predictions of every image of ``x``. With several ranks, rank r
+    predicts images r, r + N, ... (``rank_share``) into arrays that are zero elsewhere, and
+    one sum over the ranks gives every rank all of them (exact: whole numbers in float64)."""
+    if world is None or world.size == 1:
+        return model.predict_levels(x, decode)
+    share = rank_share(x.shape[0], world)
+    both = np.zeros((2, x.shape[0]))
+    if share.size:
+        both[0, share], both[1, share] = model.predict_levels(x[share], decode)
+    both = allreduce_sum(both, world)
+    return both[0].astype(np.int64), both[1].astype(np.int64)
+
+
+def validation_loss(model, x, y, world=None):
     """(mean -log P(fine label | x), accuracy of argmax_y P(y | x)) on a held-out set: the
-    same measure for either head and every epoch's level weights."""
-    _, p_fine = model.level_probabilities(x)
-    p = p_fine[np.arange(y.size), y]
-    return float(-np.mean(np.log(np.maximum(p, 1e-300)))), float(np.mean(p_fine.argmax(1) == y))
+    same measure for either head and every epoch's level weights. With several ranks each
+    adds up its share (``rank_share``) and the sums are added over the ranks."""
+    share = np.arange(y.size) if world is None or world.size == 1 else \
+        rank_share(y.size, world)
+    nats = correct = 0.0
+    if share.size:
+        _, p_fine = model.level_probabilities(x[share])
+        p = p_fine[np.arange(share.size), y[share]]
+        nats = float(-np.sum(np.log(np.maximum(p, 1e-300))))
+        correct = float(np.sum(p_fine.argmax(1) == y[share]))
+    if world is not None and world.size > 1:
+        nats, correct = allreduce_sum([nats, correct], world)
+    return float(nats / y.size), float(correct / y.size)
 
 
 def _fingerprint(*arrays):
@@ -261,14 +329,17 @@ def evaluate_run(folder, data=None, decode=None, device="cpu", which="best", qui
 
 
 # --- training ---------------------------------------------------------------------------------
-def train_classifier(config: ClassifyConfig, resume=None, overrides=None, quiet=False):
+def train_classifier(config: ClassifyConfig, resume=None, overrides=None, quiet=False,
+                     world=None):
     """Train, evaluate and save; returns (run folder, the test report of the best model).
 
     ``resume``: a run folder to continue from its last checkpoint; ``overrides``: the
-    options given with it (``RESUMABLE``; others are refused).
+    options given with it (``RESUMABLE``; others are refused). ``world``: the ranks that
+    train together (default ``tinyar.distributed.world()``: one process unless started by
+    mpiexec).
     """
-    training = ClassifierTraining(quiet)
-    with Interrupts() as interrupts:
+    training = ClassifierTraining(quiet, world or current_world())
+    with Interrupts(training.world) as interrupts:
         training.interrupts = interrupts
         if resume:
             training.open_resumed(resume, dict(overrides or {}))
@@ -290,10 +361,10 @@ class ClassifierTraining(TrainingRun):
     def _position(self):
         return f"step {self.progress['step']} (epoch {self.progress['epoch'] + 1})"
 
-    def __init__(self, quiet):
-        # one process: data-parallel classification is not supported yet (cli.py refuses it)
-        self.world = World()
-        self.quiet = quiet
+    def __init__(self, quiet, world=None):
+        self.world = world or current_world()
+        self.quiet = quiet or not self.world.is_root  # rank 0 alone prints
+        self.threads = None
         self.phase = "setup"
         self.saved_step = None
         self.best_weights = None
@@ -307,43 +378,63 @@ class ClassifierTraining(TrainingRun):
                 setattr(config, key, value)
         validate(config)
         check_device(config.device)
-        use_threads(self.world, config.threads)
-        self.config = config
-        self.run = RunFolder(config.out or default_folder("classify"))
-        config.out = self.run.folder
-        self.run.open_for_writing(fresh=True)
+        self.config, world = config, self.world
+        self._use_resources()
+
+        def open_folder():  # rank 0's alone
+            self.run = RunFolder(config.out or default_folder("classify"))
+            self.run.open_for_writing(fresh=True)
+            return self.run.folder
+        config.out = root_first(world, open_folder)
+        if not world.is_root:
+            self.run = RunFolder(config.out)
         try:
-            manual_seed(config.seed)
-            self._load_data()
-            self.model = place(build_model(config, self.hierarchy, self.image_shape),
-                               config.device)
+            together(world, self._build_fresh)
+            broadcast_model(self.model, world)
             self.pre_losses = pretrain(self.model, self.x_train, config.pretrain_steps,
-                                       config.batch, config.pretrain_lr, self.quiet) \
-                if config.pretrain_steps else []
+                                       config.batch, config.pretrain_lr, self.quiet, world,
+                                       self.step_figures) if config.pretrain_steps else []
             self._build_training_pieces()
+            if not world.is_root:
+                manual_seed(rank_seed(config.seed, world))  # this rank's own augmentation
             self.history, self.best = [], Best()
             self.progress = {"step": 0, "epoch": 0, "batch": 0, "seconds": 0.0,
                              "rng": rng_state(), "report": None}
             self.phase = "idle"
             self.save()  # step 0: a run killed before its first checkpoint can resume
         except BaseException as exc:
-            if isinstance(exc, KeyboardInterrupt) and self.saved_step is None:
+            if isinstance(exc, KeyboardInterrupt) and self.saved_step is None and \
+                    world.is_root:
                 print("\ninterrupted before the first checkpoint: nothing to resume",
                       file=sys.stderr)
             self.run.close(abandon=self.saved_step is None)
             raise
 
+    def _use_resources(self):
+        """This rank's GPU (under mpiexec) and CPU threads; the global batch."""
+        use_rank_gpu(self.world, self.config.device)
+        self.threads = use_threads(self.world, self.config.threads)
+        self.global_batch = self.config.batch * self.world.size
+
+    def _build_fresh(self):
+        config = self.config
+        manual_seed(config.seed)
+        self._load_data()
+        self.model = place(build_model(config, self.hierarchy, self.image_shape),
+                           config.device)
+
     def _resume_from(self, path, overrides):
         run = self.run
         meta = run.read_meta(LAST)
         check_kind(meta, "classifier", path)
-        config = apply_overrides(config_from_meta(ClassifyConfig, meta, path), overrides,
-                                 RESUMABLE)
+        config = config_from_meta(ClassifyConfig, meta, path)
+        config.batch = rank_batch(meta, config, self.world, path, "images")
+        config = apply_overrides(config, overrides, RESUMABLE)
         config.out = run.folder
         validate(config)
         check_device(config.device)
-        use_threads(self.world, config.threads)
         self.config = config
+        self._use_resources()
         manual_seed(config.seed)
         self._load_data()
         if meta.get("data") != self.data_info:
@@ -366,6 +457,32 @@ class ClassifierTraining(TrainingRun):
         self.phase = "idle"
         sync_log(run, self.log(), self.progress["step"])
         self.saved_step = self.progress["step"]
+        if self.world.size == 1:
+            return None
+        return {"meta": meta, "config": asdict(config)}
+
+    def _follow_resume(self, shared):
+        """A rank other than 0: the run rank 0 read (``shared``: its checkpoint's meta and
+        the resumed config), rebuilt without reading the run folder; the weights and the
+        optimizer state follow in ``_share_resumed``."""
+        meta, path = shared["meta"], self.run.path(LAST)
+        self.config = config = ClassifyConfig(**shared["config"])
+        self._use_resources()
+        manual_seed(config.seed)
+        self._load_data()
+        if meta.get("data") != self.data_info:
+            raise ConfigError(f"--data {config.data!r}: the images this rank reads are not "
+                              f"the ones rank 0 reads; every rank needs the same data")
+        self.model = place(build_model(config, self.hierarchy, self.image_shape),
+                           config.device)
+        self._build_training_pieces()
+        self.progress = _progress_of(meta, path, self.steps_per_epoch)
+        self._restore_scheduler(meta.get("scheduler"), path)
+        self.history = meta.get("history") or []
+        self.pre_losses = meta.get("pretrain_losses") or []
+        self.best = Best(meta.get("best"))
+        self.phase = "idle"
+        self.saved_step = self.progress["step"]
 
     def _load_data(self):
         config = self.config
@@ -385,11 +502,14 @@ class ClassifierTraining(TrainingRun):
             raise ConfigError(f"--early-stop: needs a validation set, got --val-fraction "
                               f"{config.val_fraction}")
         self.augment = build_augment(config, name, self.image_shape)
-        self.steps_per_epoch = max(1, int(np.ceil(self.xs.shape[0] / config.batch)))
+        # batches of the whole job: N ranks x --batch images
+        self.batches = batch_bounds(self.xs.shape[0], config.batch * self.world.size)
+        self.steps_per_epoch = len(self.batches)
 
     def _build_training_pieces(self):
         config = self.config
         self.optimizer = build_optimizer(config, self.model)
+        self.averager = GradientAverager(self.model, self.world, mode=config.allreduce)
         self.total = self.steps_per_epoch * config.epochs
         self.scheduler = CosineAnnealingLR(self.optimizer, T_max=max(self.total, 2),
                                            warmup_steps=min(100, self.total // 10))
@@ -403,18 +523,23 @@ class ClassifierTraining(TrainingRun):
 
     # --- the loop --------------------------------------------------------------------------
     def train(self):
-        config = self.config
+        config, world = self.config, self.world
+        where = describe_world(world, self.threads)
+        if world.size > 1:
+            where += f", {config.allreduce} all-reduce"
         if not self.quiet:
+            batch = f"{world.size}x{config.batch}" if world.size > 1 else f"{config.batch}"
             print(f"tinyar classify: {self.name}, {self.xs.shape[0]:,} labelled training images "
                   f"({config.label_fraction:.0%}, {self.yv.size:,} more held out for "
                   f"validation), {self.x_test.shape[0]:,} test images, {self.hierarchy}, model "
-                  f"{self.model} with {self.model.num_parameters():,} parameters -> "
-                  f"{self.run.folder}")
+                  f"{self.model} with {self.model.num_parameters():,} parameters, batches of "
+                  f"{batch}{' on ' + where if where else ''} -> {self.run.folder}")
             if self.progress["step"]:
                 print(f"  resuming at epoch {self.progress['epoch'] + 1}, step "
                       f"{self.progress['step']}")
-        self.bar = ProgressBar(self.total, "classify", unit="step", rate_unit="img",
-                               rate_scale=config.batch, disable=self.quiet,
+        self.bar = ProgressBar(self.total, f"classify [{where}]" if world.size > 1 else
+                               "classify", unit="step", rate_unit="img",
+                               rate_scale=self.global_batch, disable=self.quiet,
                                initial=self.progress["step"])
         self.started = time.perf_counter() - self.progress["seconds"]
         try:
@@ -443,17 +568,26 @@ class ClassifierTraining(TrainingRun):
         config, model, progress = self.config, self.model, self.progress
         epoch, batch = progress["epoch"], progress["batch"]
         model.set_epoch(epoch)
-        idx = epoch_order(config.seed, epoch, self.xs.shape[0])[batch * config.batch:
-                                                                (batch + 1) * config.batch]
+        start, end = self.batches[batch]
+        order = epoch_order(config.seed, epoch, self.xs.shape[0])
+        # this rank's images of the global batch, and the weight of their mean loss in the
+        # batch's (1 but in an epoch's last, larger batch): rank_part
+        idx, weight = rank_part(order[start:end], self.world)
         self.phase = "compute"
         self.buffers = buffer_copies(model)
-        xb = self.xs[idx] if self.augment is None else \
-            self.augment(self.xs[idx]).astype(np.float32)
-        loss = model.loss(xb, self.ys[idx])
+        loss = 0.0  # a rank without images in the batch adds nothing
+        if idx.size:
+            xb = self.xs[idx] if self.augment is None else \
+                self.augment(self.xs[idx]).astype(np.float32)
+            loss = model.loss(xb, self.ys[idx]) * weight
+        loss, _ = self.step_figures(loss)  # the whole batch's, the mean over the ranks
         if not is_finite(loss):
             self.diverged("training loss", loss)
         model.zero_grad()
-        model.backward()
+        self.averager.begin()
+        if idx.size:
+            model.backward(weight)
+        self.averager.finish()  # the gradient of the whole batch, before it is clipped
         if config.clip > 0:
             norm = clip_grad_norm_(model.parameters(), config.clip)
             if not is_finite(norm):
@@ -479,8 +613,10 @@ class ClassifierTraining(TrainingRun):
         self.phase = "report"
         fields = {}
         if self.yv.size:
-            fields["val_loss"], fields["val_accuracy"] = validation_loss(model, self.xv, self.yv)
-        test = evaluate(model, self.x_test, self.y_test, self.hierarchy, self.config.decode)
+            fields["val_loss"], fields["val_accuracy"] = validation_loss(model, self.xv, self.yv,
+                                                                         self.world)
+        test = evaluate(model, self.x_test, self.y_test, self.hierarchy, self.config.decode,
+                        self.world)
         fields.update(test_coarse_accuracy=test["coarse"]["accuracy"],
                       test_fine_accuracy=test["fine"]["accuracy"])
         with self.interrupts.critical():
@@ -504,7 +640,8 @@ class ClassifierTraining(TrainingRun):
                 "hierarchy": self.hierarchy.to_dict(), "image_shape": list(self.image_shape),
                 "data": self.data_info, "progress": dict(self.progress),
                 "history": self.history, "best": self.best.to_dict(),
-                "scheduler": self.scheduler.state_dict(), "pretrain_losses": self.pre_losses}
+                "scheduler": self.scheduler.state_dict(), "pretrain_losses": self.pre_losses,
+                "world": {"size": self.world.size, "global_batch": self.global_batch}}
 
     def log(self):
         progress = {k: v for k, v in self.progress.items() if k != "rng"}
@@ -523,15 +660,17 @@ class ClassifierTraining(TrainingRun):
     def finish(self):
         step = self.progress["step"]
         folder = self.run.folder if self.saved_step == step else self.save(final=True)
-        run = self.run if folder == self.run.folder else RunFolder(folder)
         which = self._use_best()
         report = evaluate(self.model, self.x_test, self.y_test, self.hierarchy,
-                          self.config.decode)
+                          self.config.decode, self.world)
         best_record = next((r for r in self.history if r["step"] == self.best.step), None)
         report.update(train_seconds=self.progress["seconds"], model=which,
                       best_step=self.best.step,
                       best_epoch=best_record["epoch"] + 1 if best_record else None,
                       val_loss=best_record.get("val_loss") if best_record else None)
+        if not self.world.is_root:
+            return folder, report
+        run = self.run if folder == self.run.folder else RunFolder(folder)
         try:
             self.write_results(run, report)
         except OSError as exc:
@@ -554,9 +693,15 @@ class ClassifierTraining(TrainingRun):
             return "last"
         if self.best.step == self.progress["step"]:
             return "best"
-        if self.best_weights is not None:
+        if self.best_weights is not None:  # every rank's copy: each took the same decisions
             self.model.load_state_dict(self.best_weights)
             return "best"
+        which = root_first(self.world, self._load_best_file)  # a resumed run: rank 0 reads it
+        if which == "best":
+            broadcast_model(self.model, self.world)
+        return which
+
+    def _load_best_file(self):
         try:
             checkpoint.load(self.model, self.run.path(BEST), follow_symlinks=False)
             return "best"
