@@ -1,7 +1,18 @@
-import numpy as np
-import pytest
+import os
 
-import tinyar
+# Under pytest-xdist (``-n 2``, the README's test command) each worker is a process of its
+# own on the same cores. As tinyar's ranks under mpiexec do (``distributed/placement.py``),
+# each takes its share of the cores for the BLAS, so that two workers' OpenBLAS threads do
+# not spin against each other (``backend/cpu/threads.py``). Set before tinyar's import,
+# which reads it; a count set by hand is kept.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1 and "TINYAR_BLAS_THREADS" not in os.environ:
+    os.environ["TINYAR_BLAS_THREADS"] = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import tinyar  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
