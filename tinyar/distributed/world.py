@@ -54,6 +54,12 @@ def launched_by_mpi() -> bool:
     return _environment_int(_SIZE_VARIABLES, 1) > 1
 
 
+def launched_rank() -> int:
+    """This process's rank as the launcher's variables give it (0 without ``mpiexec``): no
+    mpi4py import, for what must be said once per job before the world exists."""
+    return _environment_int(_RANK_VARIABLES, 0)
+
+
 class World:
     """The ranks of a job as this process sees them (see the module docstring).
 

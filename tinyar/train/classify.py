@@ -59,9 +59,9 @@ from .metrics import format_report, hierarchical_report
 from .placement import check_device, place
 from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, agreed,
                   apply_overrides, buffer_copies, check_kind, config_from_meta, default_folder,
-                  describe_world, figure_of, is_finite, meta_field, note, rank_batch, rebuilt,
-                  rng_state, root_first, set_rng_state, sync_log, together, use_rank_gpu,
-                  use_threads, validate)
+                  describe_rank_gpus, describe_world, figure_of, is_finite, meta_field, note,
+                  rank_batch, rebuilt, rng_state, root_first, set_rng_state, sync_log,
+                  together, use_rank_gpu, use_threads, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 RESUMABLE = frozenset({"epochs", "early_stop", "device", "decode", "allreduce", "threads"})
@@ -527,13 +527,14 @@ class ClassifierTraining(TrainingRun):
         where = describe_world(world, self.threads)
         if world.size > 1:
             where += f", {config.allreduce} all-reduce"
+        gpus = describe_rank_gpus(self.world, config.device)
         if not self.quiet:
             batch = f"{world.size}x{config.batch}" if world.size > 1 else f"{config.batch}"
             print(f"tinyar classify: {self.name}, {self.xs.shape[0]:,} labelled training images "
                   f"({config.label_fraction:.0%}, {self.yv.size:,} more held out for "
                   f"validation), {self.x_test.shape[0]:,} test images, {self.hierarchy}, model "
                   f"{self.model} with {self.model.num_parameters():,} parameters, batches of "
-                  f"{batch}{' on ' + where if where else ''} -> {self.run.folder}")
+                  f"{batch}{' on ' + where + gpus if where else ''} -> {self.run.folder}")
             if self.progress["step"]:
                 print(f"  resuming at epoch {self.progress['epoch'] + 1}, step "
                       f"{self.progress['step']}")

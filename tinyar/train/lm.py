@@ -58,10 +58,11 @@ from ..random import manual_seed
 from .config import LMConfig
 from .placement import check_device, place
 from .run import (LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_overrides,
-                  buffer_copies, check_kind, config_from_meta, default_folder, describe_world,
-                  figure_of, is_finite, merge_records, meta_field, rank_batch, rebuilt,
-                  recorder_prefix, rng_state, root_first, set_rng_state, start_recorder_at,
-                  sync_log, together, use_rank_gpu, use_threads, validate)
+                  buffer_copies, check_kind, config_from_meta, default_folder,
+                  describe_rank_gpus, describe_world, figure_of, is_finite, merge_records,
+                  meta_field, rank_batch, rebuilt, recorder_prefix, rng_state, root_first,
+                  set_rng_state, start_recorder_at, sync_log, together, use_rank_gpu,
+                  use_threads, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
 RESUMABLE = frozenset({"steps", "epochs", "max_seconds", "device", "early_stop", "eval_every",
@@ -550,13 +551,14 @@ class LMTraining(TrainingRun):
         where = describe_world(self.world, self.threads)
         if self.world.size > 1:
             where += f", {config.allreduce} all-reduce"
+        gpus = describe_rank_gpus(self.world, config.device)
         if not self.quiet:
             batch = f"{self.world.size}x{config.batch}" if self.world.size > 1 else \
                 f"{config.batch}"
             print(f"tinyar train: {self.ids_count:,} {config.level} tokens from {config.data!r} "
                   f"(vocabulary {self.tokenizer.vocab_size}), {self.model.num_parameters():,} "
                   f"parameters, {self.total} steps of {batch}x{config.bptt} tokens"
-                  f"{' on ' + where if where else ''} -> {self.run.folder}")
+                  f"{' on ' + where + gpus if where else ''} -> {self.run.folder}")
             if self.hierarchy is not None:
                 print(f"  head: {self.hierarchy}")
             if self.progress["step"]:

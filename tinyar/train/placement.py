@@ -8,6 +8,7 @@ import sys
 
 from ..backend import resolve_device
 from ..device import _no_gpu_message, cuda_available
+from ..distributed.world import launched_rank
 from ..errors import DeviceError
 
 SIMULATOR_NOTE = ("note: NUMBA_ENABLE_CUDASIM=1 is set: the CUDA kernels run in numba's "
@@ -21,7 +22,8 @@ def check_device(device):
     if name == "cuda" and not cuda_available():
         raise DeviceError(_no_gpu_message())
     if name == "cuda" and _simulated() and not _announced:
-        print(SIMULATOR_NOTE, file=sys.stderr)
+        if launched_rank() == 0:  # once a job: rank 0 alone prints
+            print(SIMULATOR_NOTE, file=sys.stderr)
         _announced.append(True)  # once a process
     return name
 

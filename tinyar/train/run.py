@@ -53,7 +53,8 @@ import numpy as np
 
 from .. import checkpoint, fileio
 from ..distributed import (allreduce_mean, allreduce_sum, broadcast_json, broadcast_model,
-                           broadcast_optimizer, configure_threads, device_for_rank, rank_seed)
+                           broadcast_optimizer, configure_threads, cuda_aware, device_for_rank,
+                           rank_seed)
 from ..errors import (CheckpointError, ConfigError, DeviceError, FileError, NumericalError,
                       TinyarError)
 from ..random import manual_seed
@@ -475,6 +476,17 @@ def use_rank_gpu(world, device):
     index = device_for_rank(world, count)
     cuda.select_device(index)
     return index
+
+
+def describe_rank_gpus(world, device):
+    """For the start line under mpiexec with ``--device cuda``: which GPU each rank took and
+    how its gradients travel (``, GPU = local rank mod 2, gradients through host memory``);
+    '' otherwise."""
+    if device != "cuda" or world.size == 1:
+        return ""
+    from numba import cuda
+    path = "a CUDA-aware MPI" if cuda_aware() else "host memory"
+    return f", GPU = local rank mod {len(cuda.gpus)}, gradients through {path}"
 
 
 def describe_world(world, threads):
