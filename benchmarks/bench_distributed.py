@@ -1,7 +1,7 @@
 """Data parallelism on one machine: the gradient all-reduce against a memory copy, and the
 training step of one process with two threads against two processes with one thread each.
 
-    python benchmarks/bench_distributed.py [--part all|allreduce|steps] [--rounds 3]
+    python benchmarks/bench_distributed.py [--part all|allreduce|steps|cli] [--rounds 3]
         [--repeats 20] [--warmup 5] [--sizes-max 64M] [--cores 2] [--mpiexec PATH]
 
 It starts its own runs (``mpiexec -n 2 python benchmarks/bench_distributed.py --worker ...``
@@ -47,6 +47,18 @@ temporary folder, and prints Markdown tables like the other benchmarks. It needs
      published 90 % (ResNet-101 on 512 GPUs, Sergeev & Del Balso 2018, "Horovod: fast and
      easy distributed deep learning in TensorFlow"): throughput of N workers over N times
      one worker's, shown as the reference line of each table.
+
+3. **The command line** (``--part cli``, not in ``all``): the whole ``tinyar classify`` run,
+   LeNet on ``CLI_IMAGES`` glyphs for ``CLI_EPOCHS`` epochs at a global batch of 64, as
+   ``tinyar classify --batch 64 --threads 2`` against ``mpiexec -n 2 tinyar classify --batch
+   32`` (a thread each), alternating, ``--rounds`` times. Columns: the command's wall time
+   (imports, rendering the glyphs, training, evaluation, writing the run folder), the
+   training time the run records (``train_seconds`` of ``metrics.json``: the epochs' steps
+   and the evaluation between them, split over the ranks), and the final test accuracy.
+   LeNet has no BatchNorm, so two ranks train what one process does, up to float32
+   rounding: a mean of two half-batch gradients is not rounded as the whole batch's mean
+   is, and over hundreds of Adam steps the two runs drift apart by a few test images (the
+   tests check the first steps: float32 within tolerance, float64 tightly).
 
 Timing: ``--rounds`` rounds; in each, every run is launched once (the one-process run, then
 the two-process run, per model), and inside a run its configurations alternate. Each
@@ -361,10 +373,53 @@ def steps_tables(args, folder):
     return "\n\n".join(tables)
 
 
+CLI_IMAGES, CLI_EPOCHS, CLI_TEST = 20_000, 3, 4000  # tinyar classify's defaults
+
+
+def cli_table(args, folder):
+    """The whole ``tinyar classify`` command in 1 process and on 2 ranks (see the docstring)."""
+    from tinyar.fileio import read_json
+    common = ["-m", "tinyar.cli", "classify", "--data", "glyphs", "--train-size",
+              str(CLI_IMAGES), "--test-size", str(CLI_TEST), "--epochs", str(CLI_EPOCHS),
+              "--seed", "0"]
+    sides = {"one": ([sys.executable, *common, "--batch", "64", "--threads", str(args.cores)],
+                     f"tinyar classify --batch 64 --threads {args.cores}"),
+             "two": ([args.mpiexec, "-n", str(RANKS), sys.executable, *common, "--batch",
+                      str(64 // RANKS)], f"mpiexec -n {RANKS} tinyar classify --batch "
+                                         f"{64 // RANKS}")}
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("PMI_", "PMIX_", "OMPI_", "PRTE_", "HYDRA_", "MPI_LOCAL"))}
+    walls, trains, accuracy = {k: [] for k in sides}, {k: [] for k in sides}, {}
+    for round_ in range(args.rounds):
+        for name, (command, _) in sides.items():
+            out = os.path.join(folder, f"cli-{name}-{round_}")
+            start = time.perf_counter()
+            job = subprocess.run([*command, "--out", out], capture_output=True, text=True,
+                                 env=env, timeout=args.timeout, start_new_session=True)
+            walls[name].append(time.perf_counter() - start)
+            if job.returncode != 0:
+                sys.exit(f"bench_distributed: {' '.join(command)} exited with "
+                         f"{job.returncode}\n{job.stdout[-3000:]}\n{job.stderr[-3000:]}")
+            report = read_json(os.path.join(out, "metrics.json"))
+            trains[name].append(report["train_seconds"])
+            accuracy[name] = report["fine"]["accuracy"]
+    lines = [f"### tinyar classify, LeNet on {CLI_IMAGES:,} glyphs, {CLI_EPOCHS} epochs, "
+             f"global batch 64: {RANKS} ranks against 1 process", "",
+             f"machine: {machine()}", "",
+             "| command | median wall (s) | median training (s) | training speed-up | "
+             "test accuracy (fine) |", "|---|---:|---:|---:|---:|"]
+    base = statistics.median(trains["one"])
+    for name, (_, shown) in sides.items():
+        train = statistics.median(trains[name])
+        lines.append(f"| `{shown}` | {statistics.median(walls[name]):.1f} | {train:.1f} | "
+                     f"{base / train:.2f}x | {accuracy[name]:.4f} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=("all", "allreduce", "steps"), default="all")
+    parser.add_argument("--part", choices=("all", "allreduce", "steps", "cli"), default="all")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
@@ -397,6 +452,8 @@ def main():
             if args.part == "all":
                 print()
             print(steps_tables(args, folder))
+        if args.part == "cli":
+            print(cli_table(args, folder))
 
 
 if __name__ == "__main__":
