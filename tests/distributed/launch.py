@@ -4,8 +4,8 @@
 ``mpich`` wheel of the ``distributed`` extra installs it, or on PATH). ``requires_mpi`` skips a
 test, with the install command, where it does not. ``mpi_run(args, n)`` runs
 ``mpiexec -n n <args>`` and returns the finished process with its output as text;
-``single(args)`` runs ``tinyar ARGS`` in one process, and ``assert_same_weights`` compares
-two run folders' ``model.npz``.
+``single(args)`` runs ``tinyar ARGS`` in one process, ``assert_same_weights`` compares
+two run folders' ``model.npz``, and ``interrupt_job`` signals a training job once it trains.
 """
 import importlib.util
 import os
@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,28 @@ def assert_same_weights(a, b):
     assert wa.keys() == wb.keys() and wa
     for key in wa:
         np.testing.assert_allclose(wa[key], wb[key], rtol=2e-4, atol=2e-6, err_msg=key)
+
+
+def interrupt_job(args, run, sig, to_group, settle=1.0):
+    """Start ``mpiexec -n 2 <args>`` (a training that writes the run folder ``run``), wait
+    until ``run`` holds log.json (the step-0 checkpoint: training has started) and ``settle``
+    seconds more, then send ``sig`` to mpiexec alone (it passes it on to the ranks) or, with
+    ``to_group``, to the job's whole process group, as a terminal's Ctrl-C does. Returns the
+    finished job's (returncode, stdout, stderr)."""
+    job = subprocess.Popen([MPIEXEC, "-n", "2", *map(str, args)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=mpi_environment(),
+                           cwd=str(REPOSITORY), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "log.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(settle)
+        if to_group:
+            os.killpg(job.pid, sig)
+        else:
+            job.send_signal(sig)
+        stdout, stderr = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    return job.returncode, stdout, stderr

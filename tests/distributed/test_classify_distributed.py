@@ -11,18 +11,14 @@ rank's rows alone, so its runs are compared on their pre-training (its losses, e
 which depends on the weights the steps before it left).
 """
 import json
-import os
 import re
 import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
 
-from tests.distributed.launch import (MPIEXEC, REPOSITORY, TINYAR, assert_same_weights,
-                                     check_finished, mpi_environment, mpi_run, requires_mpi,
-                                     single)
+from tests.distributed.launch import (TINYAR, assert_same_weights, check_finished,
+                                     interrupt_job, mpi_run, requires_mpi, single)
 
 pytestmark = requires_mpi
 
@@ -126,22 +122,10 @@ def test_ctrl_c_stops_both_ranks_with_one_checkpoint_that_resumes(tmp_path, data
     both ranks (mpiexec forwards its own copy too). Here: SIGINT to the job's group."""
     from tinyar.checkpoint import read_meta
     run = tmp_path / "stopped"
-    job = subprocess.Popen([MPIEXEC, "-n", "2", *TINYAR, "classify", *map(str, data),
-                            "--epochs", "100000", "--batch", "3", "--augment",
-                            "--out", str(run)], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, env=mpi_environment(),
-                           cwd=str(REPOSITORY), start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (run / "log.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)  # the step-0 checkpoint: training has started
-        time.sleep(1.0)
-        os.killpg(job.pid, signal.SIGINT)
-        stdout, stderr = job.communicate(timeout=60)
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-    assert job.returncode == 130, stderr
+    returncode, stdout, stderr = interrupt_job(
+        [*TINYAR, "classify", *data, "--epochs", "100000", "--batch", "3", "--augment",
+         "--out", run], run, signal.SIGINT, to_group=True)
+    assert returncode == 130, stderr
     stopped = re.findall(r"interrupted at step (\d+) \(epoch (\d+)\)", stdout)
     assert len(stopped) == 1, stdout  # rank 0's message alone
     step = int(stopped[0][0])

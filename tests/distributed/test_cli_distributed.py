@@ -1,12 +1,13 @@
 """``mpiexec -n 2 tinyar train``: two ranks at --batch 4 train what one process trains at
 --batch 8, rank 0 alone prints and writes, a run resumes with another number of ranks, and
 a bad option is one line from rank 0."""
-import subprocess
+import re
+import signal
 
 import pytest
 
-from tests.distributed.launch import (REPOSITORY, TINYAR, assert_same_weights, check_finished,
-                                     mpi_environment, mpi_run, requires_mpi, single)
+from tests.distributed.launch import (TINYAR, assert_same_weights, check_finished,
+                                     interrupt_job, mpi_run, requires_mpi, single)
 
 TINY = ["--data", "stdlib", "--max-chars", "20000", "--hidden", "16", "--embed", "16",
         "--layers", "1", "--bptt", "16", "--eval-every", "2", "--sample-every", "4",
@@ -81,28 +82,12 @@ def test_a_bad_option_is_one_line_from_rank_0(tmp_path):
 
 @requires_mpi
 def test_sigterm_to_mpiexec_stops_both_ranks_with_one_checkpoint_that_resumes(tmp_path):
-    import os
-    import re
-    import signal
-    import time
-    from tests.distributed.launch import MPIEXEC
     from tinyar.checkpoint import read_meta
     run = tmp_path / "stopped"
-    job = subprocess.Popen([MPIEXEC, "-n", "2", *TINYAR, "train", *TINY, "--steps", "100000",
-                            "--batch", "4", "--out", str(run)], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, env=mpi_environment(),
-                           cwd=str(REPOSITORY), start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (run / "log.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)  # the step-0 checkpoint: training has started
-        time.sleep(0.5)
-        job.send_signal(signal.SIGTERM)  # mpiexec passes it on to both ranks
-        stdout, stderr = job.communicate(timeout=60)
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
-    assert job.returncode == 130, stderr
+    returncode, stdout, stderr = interrupt_job(
+        [*TINYAR, "train", *TINY, "--steps", "100000", "--batch", "4", "--out", run], run,
+        signal.SIGTERM, to_group=False, settle=0.5)  # mpiexec passes it on to both ranks
+    assert returncode == 130, stderr
     stopped = re.findall(r"interrupted at step (\d+)", stdout)
     assert len(stopped) == 1, stdout  # rank 0's message alone
     step = int(stopped[0])

@@ -61,7 +61,7 @@ from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, agr
                   apply_overrides, buffer_copies, check_kind, config_from_meta, default_folder,
                   describe_rank_gpus, describe_world, figure_of, is_finite, meta_field, note,
                   rank_batch, rebuilt, rng_state, root_first, set_rng_state, sync_log,
-                  together, use_rank_gpu, use_threads, validate)
+                  together, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 RESUMABLE = frozenset({"epochs", "early_stop", "device", "decode", "allreduce", "threads"})
@@ -409,12 +409,6 @@ class ClassifierTraining(TrainingRun):
                       file=sys.stderr)
             self.run.close(abandon=self.saved_step is None)
             raise
-
-    def _use_resources(self):
-        """This rank's GPU (under mpiexec) and CPU threads; the global batch."""
-        use_rank_gpu(self.world, self.config.device)
-        self.threads = use_threads(self.world, self.config.threads)
-        self.global_batch = self.config.batch * self.world.size
 
     def _build_fresh(self):
         config = self.config

@@ -61,8 +61,7 @@ from .run import (LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_ove
                   buffer_copies, check_kind, config_from_meta, default_folder,
                   describe_rank_gpus, describe_world, figure_of, is_finite, merge_records,
                   meta_field, rank_batch, rebuilt, recorder_prefix, rng_state, root_first,
-                  set_rng_state, start_recorder_at, sync_log, together, use_rank_gpu,
-                  use_threads, validate)
+                  set_rng_state, start_recorder_at, sync_log, together, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
 RESUMABLE = frozenset({"steps", "epochs", "max_seconds", "device", "early_stop", "eval_every",
@@ -335,12 +334,6 @@ class LMTraining(TrainingRun):
         except BaseException:
             self.run.close(abandon=self.saved_step is None)
             raise
-
-    def _use_resources(self):
-        """This rank's GPU (under mpiexec) and CPU threads; the global batch."""
-        use_rank_gpu(self.world, self.config.device)
-        self.threads = use_threads(self.world, self.config.threads)
-        self.global_batch = self.config.batch * self.world.size
 
     def _build_fresh(self):
         config = self.config

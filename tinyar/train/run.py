@@ -689,6 +689,12 @@ class TrainingRun:
             run.close()
             raise
 
+    def _use_resources(self):
+        """This rank's GPU (under mpiexec) and CPU threads; the global batch."""
+        use_rank_gpu(self.world, self.config.device)
+        self.threads = use_threads(self.world, self.config.threads)
+        self.global_batch = self.config.batch * self.world.size
+
     def _share_resumed(self):
         """Every rank: rank 0's weights and optimizer state; every rank but 0 its own random
         stream (rank 0 goes on with the checkpoint's)."""
