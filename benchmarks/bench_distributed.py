@@ -278,6 +278,13 @@ def find_mpiexec(given):
     return found
 
 
+def job_environment():
+    """This environment for a launched run, without the variables of an MPI job that this
+    launcher may itself run in (a nested mpiexec would take them for its own)."""
+    return {name: value for name, value in os.environ.items()
+            if not name.startswith(("PMI_", "PMIX_", "OMPI_", "PRTE_", "HYDRA_", "MPI_LOCAL"))}
+
+
 def launch(args, folder, worker, ranks, extra=()):
     """Run one worker (under mpiexec when ``ranks`` > 1) and return the JSON it wrote."""
     result = os.path.join(folder, f"{worker}-{time.monotonic_ns()}.json")
@@ -287,9 +294,7 @@ def launch(args, folder, worker, ranks, extra=()):
                "--cores", str(args.cores), *extra]
     if ranks > 1:
         command = [args.mpiexec, "-n", str(ranks), *command]
-    # a launcher run under MPI itself must not pass its own job's variables on
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("PMI_", "PMIX_", "OMPI_", "PRTE_", "HYDRA_", "MPI_LOCAL"))}
+    env = job_environment()
     # a session of its own, so that a timeout ends mpiexec and every rank together
     job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env=env, start_new_session=True)
@@ -387,8 +392,7 @@ def cli_table(args, folder):
              "two": ([args.mpiexec, "-n", str(RANKS), sys.executable, *common, "--batch",
                       str(64 // RANKS)], f"mpiexec -n {RANKS} tinyar classify --batch "
                                          f"{64 // RANKS}")}
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("PMI_", "PMIX_", "OMPI_", "PRTE_", "HYDRA_", "MPI_LOCAL"))}
+    env = job_environment()
     walls, trains, accuracy = {k: [] for k in sides}, {k: [] for k in sides}, {}
     for round_ in range(args.rounds):
         for name, (command, _) in sides.items():

@@ -59,9 +59,8 @@ from .metrics import format_report, hierarchical_report
 from .placement import check_device, place
 from .run import (BEST, LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, agreed,
                   apply_overrides, buffer_copies, check_kind, config_from_meta, default_folder,
-                  describe_rank_gpus, describe_world, figure_of, is_finite, meta_field, note,
-                  rank_batch, rebuilt, rng_state, root_first, set_rng_state, sync_log,
-                  together, validate)
+                  figure_of, is_finite, meta_field, note, rank_batch, rebuilt, rng_state,
+                  root_first, set_rng_state, sync_log, together, validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
 RESUMABLE = frozenset({"epochs", "early_stop", "device", "decode", "allreduce", "threads"})
@@ -364,7 +363,7 @@ class ClassifierTraining(TrainingRun):
     def __init__(self, quiet, world=None):
         self.world = world or current_world()
         self.quiet = quiet or not self.world.is_root  # rank 0 alone prints
-        self.threads = None
+        self.threads = self.rank_gpu = None  # _use_resources sets them
         self.phase = "setup"
         self.saved_step = None
         self.best_weights = None
@@ -518,10 +517,7 @@ class ClassifierTraining(TrainingRun):
     # --- the loop --------------------------------------------------------------------------
     def train(self):
         config, world = self.config, self.world
-        where = describe_world(world, self.threads)
-        if world.size > 1:
-            where += f", {config.allreduce} all-reduce"
-        gpus = describe_rank_gpus(self.world, config.device)
+        where, gpus = self._placement()
         if not self.quiet:
             batch = f"{world.size}x{config.batch}" if world.size > 1 else f"{config.batch}"
             print(f"tinyar classify: {self.name}, {self.xs.shape[0]:,} labelled training images "

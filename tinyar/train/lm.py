@@ -58,10 +58,10 @@ from ..random import manual_seed
 from .config import LMConfig
 from .placement import check_device, place
 from .run import (LAST, LOG, Best, Interrupts, RunFolder, TrainingRun, apply_overrides,
-                  buffer_copies, check_kind, config_from_meta, default_folder,
-                  describe_rank_gpus, describe_world, figure_of, is_finite, merge_records,
-                  meta_field, rank_batch, rebuilt, recorder_prefix, rng_state, root_first,
-                  set_rng_state, start_recorder_at, sync_log, together, validate)
+                  buffer_copies, check_kind, config_from_meta, default_folder, figure_of,
+                  is_finite, merge_records, meta_field, rank_batch, rebuilt, recorder_prefix,
+                  rng_state, root_first, set_rng_state, start_recorder_at, sync_log, together,
+                  validate)
 
 OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "rmsprop": RMSprop, "adagrad": Adagrad}
 RESUMABLE = frozenset({"steps", "epochs", "max_seconds", "device", "early_stop", "eval_every",
@@ -302,7 +302,7 @@ class LMTraining(TrainingRun):
         self.recorder = self.recorder_saved = None
         self.buffers = {}
         self.state = self.saved_state = None
-        self.threads = None
+        self.threads = self.rank_gpu = None  # _use_resources sets them
 
     # --- opening ---------------------------------------------------------------------------
     def open_fresh(self, config, overrides):
@@ -541,10 +541,7 @@ class LMTraining(TrainingRun):
     # --- the loop --------------------------------------------------------------------------
     def train(self):
         config = self.config
-        where = describe_world(self.world, self.threads)
-        if self.world.size > 1:
-            where += f", {config.allreduce} all-reduce"
-        gpus = describe_rank_gpus(self.world, config.device)
+        where, gpus = self._placement()
         if not self.quiet:
             batch = f"{self.world.size}x{config.batch}" if self.world.size > 1 else \
                 f"{config.batch}"

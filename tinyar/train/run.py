@@ -464,7 +464,8 @@ def use_threads(world, threads):
 
 def use_rank_gpu(world, device):
     """Under mpiexec with ``--device cuda``: this rank's GPU, ``local_rank % GPUs`` (chosen
-    before the first CUDA call of the process). Returns its number, or None."""
+    before the first CUDA call of the process). Returns (its number, the GPUs of this
+    machine), or None."""
     if device != "cuda" or world.size == 1:
         return None
     from numba import cuda
@@ -475,18 +476,7 @@ def use_rank_gpu(world, device):
             from None
     index = device_for_rank(world, count)
     cuda.select_device(index)
-    return index
-
-
-def describe_rank_gpus(world, device):
-    """For the start line under mpiexec with ``--device cuda``: which GPU each rank took and
-    how its gradients travel (``, GPU = local rank mod 2, gradients through host memory``);
-    '' otherwise."""
-    if device != "cuda" or world.size == 1:
-        return ""
-    from numba import cuda
-    path = "a CUDA-aware MPI" if cuda_aware() else "host memory"
-    return f", GPU = local rank mod {len(cuda.gpus)}, gradients through {path}"
+    return index, count
 
 
 def describe_world(world, threads):
@@ -691,9 +681,23 @@ class TrainingRun:
 
     def _use_resources(self):
         """This rank's GPU (under mpiexec) and CPU threads; the global batch."""
-        use_rank_gpu(self.world, self.config.device)
+        self.rank_gpu = use_rank_gpu(self.world, self.config.device)
         self.threads = use_threads(self.world, self.config.threads)
         self.global_batch = self.config.batch * self.world.size
+
+    def _placement(self):
+        """(where, gpus): the ranks and threads in use with the all-reduce mode (``2 ranks x
+        1 thread, bucketed all-reduce``; for the progress bar and the start line), and under
+        mpiexec with ``--device cuda`` which GPU each rank took and how its gradients travel
+        (``, GPU = local rank mod 2, gradients through host memory``; the start line's)."""
+        where = describe_world(self.world, self.threads)
+        if self.world.size > 1:
+            where += f", {self.config.allreduce} all-reduce"
+        gpus = ""
+        if self.rank_gpu is not None:
+            path = "a CUDA-aware MPI" if cuda_aware() else "host memory"
+            gpus = f", GPU = local rank mod {self.rank_gpu[1]}, gradients through {path}"
+        return where, gpus
 
     def _share_resumed(self):
         """Every rank: rank 0's weights and optimizer state; every rank but 0 its own random
